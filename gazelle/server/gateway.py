@@ -1,0 +1,257 @@
+"""The gateway: ``/m/{name}/...`` forwards to a model's live version, ``/m/{name}/v/{version}/...`` to one.
+
+``gateway_blueprint(resolve, authorize)`` knows nothing of stores or targets:
+
+- ``resolve(name, version)`` -> ``Route`` (``version`` None: the live one), or None when there is no
+  such model or version; it may also raise a ``GazelleError`` (``NotFound``) with its own sentence.
+- ``authorize(route)`` is called for every request, inside the request context; it raises
+  ``Unauthorized`` / ``Forbidden`` (it lets public routes through).
+
+Forwarding: method, path, query string and body (streamed, both ways) go to the runtime; hop-by-hop
+headers and ``Authorization`` (the runtime needs no token) do not. ``X-Forwarded-For/-Proto/-Host/
+-Prefix`` are added, ``X-Request-ID`` is passed through (made when absent) and echoed back. One pooled
+HTTP client per process keeps connections to the runtimes alive.
+
+Switch-over: when the connection to a version fails before any answer byte arrives (refused or reset:
+a version that has just stopped), the route is resolved again and the request sent once more, to
+whatever is live now. Predictions are idempotent, so this is safe; a body larger than
+``REPLAY_LIMIT`` already partly sent is not replayed. A version that still does not answer gives
+502 ``upstream_unavailable``; one that answers too slowly, 504 ``upstream_timeout``.
+"""
+from __future__ import annotations
+
+import os
+import re
+import threading
+import uuid
+from dataclasses import dataclass
+from typing import Any, Callable, Iterator
+from urllib.parse import quote
+
+import httpx
+from flask import Blueprint, Response, jsonify, redirect, request
+from werkzeug.wrappers import Response as BaseResponse
+
+from gazelle.errors import GazelleError, NotFound
+
+REPLAY_LIMIT = 16 * 1024 * 1024
+CHUNK = 64 * 1024
+READ_TIMEOUT = 300.0
+METHODS = ["GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"]
+
+# RFC 9110 7.6.1 connection-specific fields, never forwarded either way.
+HOP_BY_HOP = frozenset({"connection", "keep-alive", "proxy-authenticate", "proxy-authorization", "te",
+                        "trailer", "trailers", "transfer-encoding", "upgrade", "proxy-connection"})
+_DROP_REQUEST = HOP_BY_HOP | {"authorization", "host", "content-length", "x-forwarded-for",
+                              "x-forwarded-proto", "x-forwarded-host", "x-forwarded-prefix", "x-request-id"}
+# The gateway's own server writes these; two of each would confuse clients.
+_DROP_RESPONSE = HOP_BY_HOP | {"date", "server"}
+_REQUEST_ID = re.compile(r"^[A-Za-z0-9._:\-]{1,128}$")
+
+
+@dataclass(frozen=True)
+class Route:
+    """Where one version of a model answers."""
+
+    name: str
+    version: int
+    url: str          # base URL of its runtime
+    public: bool
+
+
+Resolve = Callable[[str, int | None], Route | None]
+Authorize = Callable[[Route], None]
+
+
+class UpstreamUnavailable(GazelleError):
+    code = 502
+    type = "upstream_unavailable"
+
+    def __init__(self, route: Route) -> None:
+        super().__init__(f"model {route.name} version {route.version} is not answering")
+
+
+class UpstreamTimeout(GazelleError):
+    code = 504
+    type = "upstream_timeout"
+
+    def __init__(self, route: Route) -> None:
+        super().__init__(f"model {route.name} version {route.version} did not answer within {READ_TIMEOUT:g} s")
+
+
+def gateway_blueprint(resolve: Resolve, authorize: Authorize) -> Blueprint:
+    bp = Blueprint("gateway", __name__)
+
+    @bp.errorhandler(GazelleError)
+    def _error(err: GazelleError) -> Any:
+        return jsonify(err.to_json()), err.code
+
+    @bp.route("/m/<name>", methods=METHODS, provide_automatic_options=False)
+    def to_slash(name: str) -> Any:
+        return _slash_redirect()
+
+    @bp.route("/m/<name>/v/<int:version>", methods=METHODS, provide_automatic_options=False)
+    def version_to_slash(name: str, version: int) -> Any:
+        return _slash_redirect()
+
+    @bp.route("/m/<name>/", methods=METHODS, defaults={"rest": ""}, provide_automatic_options=False)
+    @bp.route("/m/<name>/<path:rest>", methods=METHODS, provide_automatic_options=False)
+    def live(name: str, rest: str) -> Response:
+        return _forward(resolve, authorize, name, None, rest)
+
+    @bp.route("/m/<name>/v/<int:version>/", methods=METHODS, defaults={"rest": ""},
+              provide_automatic_options=False)
+    @bp.route("/m/<name>/v/<int:version>/<path:rest>", methods=METHODS, provide_automatic_options=False)
+    def pinned(name: str, version: int, rest: str) -> Response:
+        return _forward(resolve, authorize, name, version, rest)
+
+    return bp
+
+
+def _slash_redirect() -> BaseResponse:
+    query = request.query_string.decode("latin-1")
+    target = request.script_root + request.path + "/" + (f"?{query}" if query else "")
+    return redirect(target, code=308)
+
+
+def _lookup(resolve: Resolve, name: str, version: int | None) -> Route:
+    route = resolve(name, version)
+    if route is None:
+        if version is None:
+            raise NotFound(f"model {name!r} not found")
+        raise NotFound(f"model {name!r} has no version {version}")
+    return route
+
+
+def _forward(resolve: Resolve, authorize: Authorize, name: str, version: int | None, rest: str) -> Response:
+    route = _lookup(resolve, name, version)
+    authorize(route)
+    request_id = request.headers.get("X-Request-ID", "")
+    if not _REQUEST_ID.match(request_id):
+        request_id = uuid.uuid4().hex
+    prefix = f"/m/{name}" if version is None else f"/m/{name}/v/{version}"
+    headers = _request_headers(request_id, request.script_root + prefix)
+    body = _Body(request.stream) if _has_body() else None
+    target = quote(rest, safe="/:@!$&'()*+,;=-._~")
+    query = request.query_string
+    for attempt in (1, 2):
+        url = f"{route.url.rstrip('/')}/{target}" + (f"?{query.decode('latin-1')}" if query else "")
+        try:
+            upstream = _send(request.method, url, headers, body)
+            break
+        except (httpx.ConnectError, httpx.RemoteProtocolError, httpx.ReadError, httpx.WriteError):
+            if attempt == 2 or (body is not None and not body.rewind()):
+                raise UpstreamUnavailable(route) from None
+            route = _lookup(resolve, name, version)   # the live version may have just changed
+        except httpx.TimeoutException:
+            raise UpstreamTimeout(route) from None
+    return _response(upstream, request_id, request.script_root + prefix)
+
+
+def _has_body() -> bool:
+    return bool(request.content_length) or "chunked" in request.headers.get("Transfer-Encoding", "").lower()
+
+
+def _request_headers(request_id: str, prefix: str) -> list[tuple[bytes, bytes]]:
+    connection = {v.strip().lower() for v in request.headers.get("Connection", "").split(",")}
+    headers = {k: v for k, v in request.headers.items()
+               if k.lower() not in _DROP_REQUEST and k.lower() not in connection}
+    forwarded = request.headers.get("X-Forwarded-For")
+    client = request.remote_addr or ""
+    headers["X-Forwarded-For"] = f"{forwarded}, {client}" if forwarded else client
+    headers["X-Forwarded-Proto"] = request.scheme
+    headers["X-Forwarded-Host"] = request.host
+    headers["X-Forwarded-Prefix"] = prefix
+    headers["X-Request-ID"] = request_id
+    if request.content_length:
+        headers["Content-Length"] = str(request.content_length)
+    # WSGI hands headers over as latin-1 strings; send back the very bytes the client sent.
+    return [(k.encode("latin-1"), v.encode("latin-1", errors="replace")) for k, v in headers.items()]
+
+
+def _response(upstream: httpx.Response, request_id: str, prefix: str) -> Response:
+    connection = {v.strip().lower() for v in upstream.headers.get("connection", "").split(",")}
+    out = Response(_stream(upstream), status=upstream.status_code, direct_passthrough=True)
+    out.headers.clear()   # only what the runtime said, not Flask's defaults
+    for key, value in upstream.headers.multi_items():
+        lower = key.lower()
+        if lower in _DROP_RESPONSE or lower in connection:
+            continue
+        if lower == "location" and value.startswith("/") and not value.startswith("//") \
+                and not value.startswith(prefix + "/"):
+            value = prefix + value   # the runtime thinks it is at "/"; it is at the prefix
+        out.headers.add(key, value)
+    if "x-request-id" not in upstream.headers:
+        out.headers["X-Request-ID"] = request_id
+    out.call_on_close(upstream.close)
+    return out
+
+
+def _stream(upstream: httpx.Response) -> Iterator[bytes]:
+    try:
+        yield from upstream.iter_raw(CHUNK)
+    except httpx.HTTPError:
+        pass   # the runtime died mid-answer: the client sees a short body, as from any proxy
+    finally:
+        upstream.close()
+
+
+class _Body:
+    """The request body as an iterator for httpx, remembered up to REPLAY_LIMIT so it can be re-sent."""
+
+    def __init__(self, stream: Any) -> None:
+        self._stream = stream
+        self._seen: list[bytes] = []
+        self._seen_bytes = 0
+        self._overflow = False
+        self._replay: list[bytes] = []
+
+    def __iter__(self) -> Iterator[bytes]:
+        while self._replay:
+            yield self._replay.pop(0)
+        while True:
+            chunk = self._stream.read(CHUNK)
+            if not chunk:
+                return
+            if not self._overflow:
+                self._seen_bytes += len(chunk)
+                if self._seen_bytes > REPLAY_LIMIT:
+                    self._overflow = True
+                    self._seen.clear()
+                else:
+                    self._seen.append(chunk)
+            yield chunk
+
+    def rewind(self) -> bool:
+        """Make the next iteration start again from the first byte; False if that is impossible."""
+        if self._overflow:
+            return False
+        self._replay = list(self._seen)
+        return True
+
+
+_client: httpx.Client | None = None
+_client_pid = 0
+_client_lock = threading.Lock()
+
+
+def _http() -> httpx.Client:
+    """One pooled client per process (gunicorn forks: a pool must never cross a fork)."""
+    global _client, _client_pid
+    with _client_lock:
+        if _client is None or _client_pid != os.getpid():
+            _client = httpx.Client(
+                timeout=httpx.Timeout(READ_TIMEOUT, connect=5.0),
+                limits=httpx.Limits(max_connections=256, max_keepalive_connections=64, keepalive_expiry=30.0),
+                follow_redirects=False,
+                trust_env=False,   # runtimes are local or in-cluster: never through a proxy
+            )
+            _client_pid = os.getpid()
+        return _client
+
+
+def _send(method: str, url: str, headers: list[tuple[bytes, bytes]], body: _Body | None) -> httpx.Response:
+    client = _http()
+    upstream_request = client.build_request(method, url, headers=headers,
+                                            content=iter(body) if body is not None else None)
+    return client.send(upstream_request, stream=True)

@@ -1,0 +1,449 @@
+"""``LocalTarget``: every model version as a runtime process on this host.
+
+Each version runs ``<python> -m gazelle.cli runtime <bundle>`` (gunicorn, ``workers`` processes) on a
+free loopback port, with the interpreter ``VenvBuilder`` chose (the reference is
+``venv:<python>|<bundle path>``). Its output goes to ``{data_dir}/logs/<name>-v<version>.log``; its
+pid and port to ``{data_dir}/run/<name>-v<version>.json``.
+
+Lifetime, by choice:
+
+- Runtime processes run in their own session (own process group), so a signal meant for the server
+  (Ctrl-C in its terminal, a SIGKILL) does not reach them. If the server dies, they keep serving;
+  the next server's ``restore`` adopts those still alive and answering, and starts the others again.
+- A server that exits normally calls ``shutdown()``, which stops every version it runs: nothing
+  is left behind by ``gazelle server`` ended with Ctrl-C.
+- Processes started here are reaped by a waiting thread each, so none becomes a zombie. Adopted
+  processes are not our children; the system reaps them.
+
+Limits: ``release.replicas`` is not used (one process group per version; ``workers`` sets its
+gunicorn workers). A version that dies while serving is not restarted until the next ``restore``
+or deploy. State lives in one server process: run one build server per data directory.
+"""
+from __future__ import annotations
+
+import http.client
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from gazelle.errors import TargetError
+from gazelle.server.builders.venv import parse_ref
+from gazelle.server.targets import Log, Release, Running
+
+READY_PATH = "/v2/health/ready"
+_EXIT_MISMATCH = 3
+_EXIT_MODEL = 4
+_TAIL = 40
+_PORT_ATTEMPTS = 3
+# The runtime runs the model's code: it gets a small environment, never the server's secrets.
+_PASS_ENV = ("PATH", "HOME", "USER", "LOGNAME", "LANG", "LANGUAGE", "TZ", "TMPDIR", "SSL_CERT_FILE",
+             "SSL_CERT_DIR", "GAZELLE_MAX_BODY_BYTES")
+_PASS_PREFIXES = ("LC_", "GAZELLE_RUNTIME_", "OMP_", "MKL_", "OPENBLAS_")
+
+
+@dataclass
+class _Process:
+    name: str
+    version: int
+    pid: int
+    port: int
+    url: str
+    python: str
+    bundle: str
+    popen: subprocess.Popen[bytes] | None    # None when adopted from an earlier server
+
+    def alive(self) -> bool:
+        if self.popen is not None:
+            return self.popen.poll() is None
+        return _pid_alive(self.pid)
+
+    def running(self) -> Running:
+        return Running(self.name, self.version, self.url)
+
+    def record(self) -> dict[str, Any]:
+        return {"name": self.name, "version": self.version, "pid": self.pid, "port": self.port,
+                "url": self.url, "python": self.python, "bundle": self.bundle}
+
+
+class LocalTarget:
+    """Runs releases as local processes (see the module docstring). The constructor does no I/O."""
+
+    def __init__(self, data_dir: Path, host: str = "127.0.0.1", *, workers: int = 2,
+                 ready_timeout: float = 120.0) -> None:
+        self.data_dir = Path(data_dir)
+        self.host = host
+        self.workers = workers
+        self.ready_timeout = ready_timeout
+        self._lock = threading.Lock()
+        self._procs: dict[tuple[str, int], _Process] = {}
+
+    # -- Target ------------------------------------------------------------------------------------
+
+    def deploy(self, release: Release, log: Log) -> Running:
+        python, bundle = parse_ref(release.ref)
+        key = (release.name, release.version)
+        with self._lock:
+            current = self._procs.get(key)
+        if current is not None:
+            if current.alive() and _ready(current.url):
+                log(f"{release.name} v{release.version} already runs at {current.url}")
+                return current.running()
+            self._stop(current, grace=2.0)
+        for attempt in range(_PORT_ATTEMPTS):
+            try:
+                return self._start(release, python, bundle, log)
+            except _PortTaken:
+                log(f"port taken before the runtime could bind it; retrying ({attempt + 1})")
+        raise TargetError(f"{release.name} v{release.version} found no free port after {_PORT_ATTEMPTS} tries")
+
+    def running(self) -> list[Running]:
+        with self._lock:
+            procs = list(self._procs.values())
+        return [p.running() for p in procs if p.alive()]
+
+    def restore(self, releases: list[Release], log: Log) -> list[Running]:
+        wanted = {(r.name, r.version) for r in releases}
+        restored: list[Running] = []
+        for release in releases:
+            adopted = self._adopt(release.name, release.version)
+            if adopted is not None:
+                log(f"{release.name} v{release.version} still runs at {adopted.url} (pid {adopted.pid}): adopted")
+                restored.append(adopted.running())
+                continue
+            try:
+                restored.append(self.deploy(release, log))
+            except TargetError as err:
+                # One version that cannot start must not keep the others down; the caller sees why.
+                log(f"{release.name} v{release.version} could not be restarted: {err}")
+        for record in self._records():
+            if (record["name"], record["version"]) not in wanted:
+                log(f"{record['name']} v{record['version']} is no longer wanted: stopping it")
+                self.stop(record["name"], record["version"])
+        return restored
+
+    def stop(self, name: str, version: int, *, grace: float = 10.0) -> None:
+        with self._lock:
+            proc = self._procs.get((name, version))
+        if proc is None:
+            proc = self._from_record(name, version)
+        if proc is not None:
+            self._stop(proc, grace)
+        self._run_file(name, version).unlink(missing_ok=True)
+
+    def logs(self, name: str, version: int, *, tail: int = 200) -> list[str]:
+        return _tail(self._log_file(name, version), tail)
+
+    def delete(self, name: str) -> None:
+        with self._lock:
+            versions = {v for (n, v) in self._procs if n == name}
+        versions |= {r["version"] for r in self._records() if r["name"] == name}
+        for version in sorted(versions):
+            self.stop(name, version)
+        for path in (self.data_dir / "logs").glob(f"{name}-v*.log"):
+            if path.stem.rpartition("-v")[0] == name:
+                path.unlink(missing_ok=True)
+
+    def shutdown(self, grace: float = 10.0) -> None:
+        """Stop every version this server runs: for the server's clean exit."""
+        with self._lock:
+            procs = list(self._procs.values())
+        for proc in procs:
+            _signal(proc.pid, signal.SIGTERM)   # all at once, so the graces overlap
+        for proc in procs:
+            self.stop(proc.name, proc.version, grace=grace)
+
+    # -- starting ------------------------------------------------------------------------------------
+
+    def _start(self, release: Release, python: str, bundle: Path, log: Log) -> Running:
+        if not bundle.is_file():
+            raise TargetError(f"the bundle of {release.name} v{release.version} is missing: {bundle}")
+        port = _free_port(self.host)
+        url = f"http://{_url_host(self.host)}:{port}"
+        log_path = self._log_file(release.name, release.version)
+        log_path.parent.mkdir(parents=True, exist_ok=True)
+        self._run_dir().mkdir(parents=True, exist_ok=True)
+        cmd = [python, "-m", "gazelle.cli", "runtime", str(bundle), "--host", self.host, "--port", str(port),
+               "--workers", str(self.workers)]
+        log(f"starting {release.name} v{release.version} on {url} ({self.workers} workers)")
+        with open(log_path, "ab") as out:
+            offset = out.tell()
+            try:
+                popen = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                                         env=self._env(release, python), cwd=self._run_dir(),
+                                         start_new_session=True)
+            except OSError as err:
+                raise TargetError(f"could not start the runtime of {release.name} v{release.version} "
+                                  f"with {python}: {err.strerror or err}") from None
+        threading.Thread(target=popen.wait, name=f"reap-{release.name}-v{release.version}", daemon=True).start()
+        proc = _Process(release.name, release.version, popen.pid, port, url, python, str(bundle), popen)
+        with self._lock:
+            self._procs[(proc.name, proc.version)] = proc
+        self._write_record(proc)
+        try:
+            self._wait_ready(proc, log_path, offset)
+        except BaseException:
+            self._stop(proc, grace=2.0)
+            self._run_file(proc.name, proc.version).unlink(missing_ok=True)
+            raise
+        log(f"{release.name} v{release.version} is ready at {url}")
+        return proc.running()
+
+    def _wait_ready(self, proc: _Process, log_path: Path, offset: int) -> None:
+        assert proc.popen is not None
+        deadline = time.monotonic() + self.ready_timeout
+        delay = 0.05
+        while True:
+            status = proc.popen.poll()
+            if status is not None:
+                lines = _read_from(log_path, offset)
+                if any("Address already in use" in line or "Connection in use" in line for line in lines):
+                    raise _PortTaken()
+                raise TargetError(_exit_cause(status, lines), detail="\n".join(lines[-_TAIL:]))
+            if _ready(proc.url):
+                return
+            if time.monotonic() > deadline:
+                lines = _read_from(log_path, offset)
+                raise TargetError(f"{proc.name} v{proc.version} did not answer {READY_PATH} within "
+                                  f"{self.ready_timeout:g} s", detail="\n".join(lines[-_TAIL:]))
+            time.sleep(delay)
+            delay = min(delay * 1.5, 0.5)
+
+    def _env(self, release: Release, python: str) -> dict[str, str]:
+        env = {k: v for k, v in os.environ.items() if k in _PASS_ENV or k.startswith(_PASS_PREFIXES)}
+        env.update(release.env)
+        env["GAZELLE_MODEL_VERSION"] = str(release.version)
+        env["PYTHONUNBUFFERED"] = "1"
+        if python == sys.executable:
+            # The server's own interpreter: make sure it finds the same gazelle from any directory.
+            import gazelle
+
+            env["PYTHONPATH"] = str(Path(gazelle.__file__).resolve().parent.parent)
+        return env
+
+    # -- stopping ------------------------------------------------------------------------------------
+
+    def _stop(self, proc: _Process, grace: float) -> None:
+        """SIGTERM the gunicorn master (it lets workers finish in-flight requests), SIGKILL after grace."""
+        if proc.alive():
+            _signal(proc.pid, signal.SIGTERM)
+            if not _wait_exit(proc, grace):
+                _signal_group(proc.pid, signal.SIGKILL)
+                _wait_exit(proc, 5.0)
+        _signal_group(proc.pid, signal.SIGKILL)   # a worker that outlived its master
+        with self._lock:
+            if self._procs.get((proc.name, proc.version)) is proc:
+                del self._procs[(proc.name, proc.version)]
+
+    # -- records ------------------------------------------------------------------------------------
+
+    def _adopt(self, name: str, version: int) -> _Process | None:
+        with self._lock:
+            current = self._procs.get((name, version))
+        if current is not None and current.alive() and _ready(current.url):
+            return current
+        proc = self._from_record(name, version)
+        if proc is None:
+            return None
+        if proc.alive():   # _from_record has already dropped a pid that is no longer our runtime
+            if _ready(proc.url):
+                with self._lock:
+                    self._procs[(name, version)] = proc
+                return proc
+            self._stop(proc, grace=2.0)   # alive but not answering: a start the old server never finished
+        self._run_file(name, version).unlink(missing_ok=True)
+        return None
+
+    def _from_record(self, name: str, version: int) -> _Process | None:
+        record = _read_json(self._run_file(name, version))
+        if record is None:
+            return None
+        proc = _Process(name, version, int(record["pid"]), int(record["port"]), str(record["url"]),
+                        str(record.get("python", "")), str(record.get("bundle", "")), None)
+        if not (proc.alive() and _is_runtime(proc.pid, proc.port)):
+            proc.pid = 0   # its pid may be someone else's now: never signal it
+        return proc
+
+    def _records(self) -> list[dict[str, Any]]:
+        found = []
+        for path in sorted(self._run_dir().glob("*.json")):
+            record = _read_json(path)
+            if record is not None and "name" in record and "version" in record:
+                found.append(record)
+        return found
+
+    def _write_record(self, proc: _Process) -> None:
+        path = self._run_file(proc.name, proc.version)
+        tmp = path.with_suffix(".json.tmp")
+        tmp.write_text(json.dumps(proc.record(), indent=1))
+        os.replace(tmp, path)
+
+    def _run_dir(self) -> Path:
+        return self.data_dir / "run"
+
+    def _run_file(self, name: str, version: int) -> Path:
+        return self._run_dir() / f"{name}-v{version}.json"
+
+    def _log_file(self, name: str, version: int) -> Path:
+        return self.data_dir / "logs" / f"{name}-v{version}.log"
+
+
+class _PortTaken(Exception):
+    """Another process bound the free port between our check and the runtime's bind."""
+
+
+def _exit_cause(status: int, lines: list[str]) -> str:
+    """The sentence a person needs, read from the runtime's last log lines."""
+    entry = _last_error(lines)
+    error = entry.get("error") or entry.get("message")
+    if status == _EXIT_MISMATCH:
+        differences = entry.get("differences")
+        if isinstance(differences, list) and differences:
+            return "environment mismatch: " + "; ".join(str(d) for d in differences)
+        return f"environment mismatch: {error or 'the runtime refused this environment'}"
+    if status == _EXIT_MODEL:
+        return f"the model raised while loading: {error or 'see the log lines'}"
+    if status < 0:
+        return f"the runtime was killed by {signal.Signals(-status).name}" + (f": {error}" if error else "")
+    return f"the runtime exited with status {status}" + (f": {error}" if error else "")
+
+
+def _last_error(lines: list[str]) -> dict[str, Any]:
+    """The last JSON log line that reports an error (``error``, ``differences``); else the last plain line."""
+    for line in reversed(lines):
+        try:
+            entry = json.loads(line)
+        except ValueError:
+            continue
+        if isinstance(entry, dict) and (entry.get("error") or entry.get("differences")):
+            return entry
+    plain = [line.strip() for line in lines if line.strip() and not line.lstrip().startswith("{")]
+    return {"error": plain[-1]} if plain else {}
+
+
+def _ready(url: str, timeout: float = 2.0) -> bool:
+    host, _, port = url.removeprefix("http://").rpartition(":")
+    conn = http.client.HTTPConnection(host.strip("[]"), int(port), timeout=timeout)
+    try:
+        conn.request("GET", READY_PATH)
+        return conn.getresponse().status == 200
+    except (OSError, http.client.HTTPException):
+        return False
+    finally:
+        conn.close()
+
+
+def _free_port(host: str) -> int:
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    with socket.socket(family, socket.SOCK_STREAM) as sock:
+        sock.bind((host, 0))
+        return int(sock.getsockname()[1])
+
+
+def _url_host(host: str) -> str:
+    if host in ("", "0.0.0.0"):
+        return "127.0.0.1"
+    if host == "::":
+        return "[::1]"
+    return f"[{host}]" if ":" in host else host
+
+
+def _pid_alive(pid: int) -> bool:
+    if pid <= 0:
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    try:   # a zombie answers kill(0) but serves nothing
+        stat = Path(f"/proc/{pid}/stat").read_text()
+        return stat.rpartition(")")[2].split()[0] != "Z"
+    except (OSError, IndexError):
+        return True
+
+
+def _is_runtime(pid: int, port: int) -> bool:
+    """Whether ``pid`` is still a gazelle runtime on ``port`` (pids get reused)."""
+    if pid <= 0:
+        return False
+    try:
+        args = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
+    except FileNotFoundError:
+        return not Path("/proc/self").exists() and _pid_alive(pid)   # no /proc here: trust the pid
+    except OSError:
+        return False
+    decoded = [a.decode(errors="replace") for a in args]
+    if decoded and decoded[0].startswith("gunicorn: master"):
+        return True   # setproctitle rewrote the command line; the ready check below still applies
+    return "gazelle.cli" in decoded and "runtime" in decoded and str(port) in decoded
+
+
+def _wait_exit(proc: _Process, timeout: float) -> bool:
+    deadline = time.monotonic() + timeout
+    while proc.alive():
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(0.05)
+    return True
+
+
+def _signal(pid: int, sig: signal.Signals) -> None:
+    if pid > 0:
+        try:
+            os.kill(pid, sig)
+        except (ProcessLookupError, PermissionError):
+            pass
+
+
+def _signal_group(pid: int, sig: signal.Signals) -> None:
+    if pid > 0:
+        try:
+            os.killpg(pid, sig)
+        except (ProcessLookupError, PermissionError):
+            pass
+
+
+def _read_json(path: Path) -> dict[str, Any] | None:
+    try:
+        value = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return None
+    return value if isinstance(value, dict) else None
+
+
+def _read_from(path: Path, offset: int) -> list[str]:
+    try:
+        with open(path, "rb") as handle:
+            handle.seek(offset)
+            data = handle.read()
+    except OSError:
+        return []
+    return data.decode(errors="replace").splitlines()
+
+
+def _tail(path: Path, count: int) -> list[str]:
+    """The last ``count`` lines of ``path`` without reading all of a long log."""
+    if count <= 0:
+        return []
+    try:
+        with open(path, "rb") as handle:
+            end = handle.seek(0, os.SEEK_END)
+            block, data = 64 * 1024, b""
+            pos = end
+            while pos > 0 and data.count(b"\n") <= count:
+                step = min(block, pos)
+                pos -= step
+                handle.seek(pos)
+                data = handle.read(step) + data
+    except OSError:
+        return []
+    return data.decode(errors="replace").splitlines()[-count:]

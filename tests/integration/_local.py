@@ -1,0 +1,85 @@
+"""Helpers for the local target's tests: tiny models, stored bundles, releases, HTTP calls."""
+from __future__ import annotations
+
+import json
+import urllib.request
+from pathlib import Path
+from typing import Any
+
+from gazelle.server.targets import Release
+
+
+class VersionLabel:
+    """A model whose every answer names the version it was built as (a plain class, pickled by value)."""
+
+    def __init__(self, label: str) -> None:
+        self.label = label
+
+    def predict(self, rows: Any) -> list[str]:
+        return [self.label for _ in rows]
+
+
+class Boom:
+    """Pickles fine, raises while loading: the runtime must exit with the model's own message."""
+
+    def predict(self, rows: Any) -> list[int]:
+        return [0 for _ in rows]
+
+    def __getstate__(self) -> dict[str, Any]:
+        return {"armed": True}
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        raise RuntimeError("boom")
+
+
+def sklearn_model(label: str) -> Any:
+    """A fitted scikit-learn classifier that always answers ``label``."""
+    from sklearn.dummy import DummyClassifier
+
+    return DummyClassifier(strategy="constant", constant=label).fit([[0.0], [1.0]], [label, label])
+
+
+def store(data_dir: Path, model: Any, *, name: str, sample: Any = None,
+          requirements: list[str] | None = None) -> tuple[Path, dict[str, Any]]:
+    """Pack ``model`` and keep the bundle where a server would: (path, manifest)."""
+    from gazelle import bundle
+
+    packed = bundle.pack(model, name=name, sample=sample, requirements=requirements)
+    path = data_dir / "bundles" / f"{packed.digest.split(':')[1]}.tar"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_bytes(packed.data)
+    return path, packed.manifest
+
+
+def release(name: str, version: int, ref: str, manifest: dict[str, Any], public: bool = True) -> Release:
+    return Release(name=name, version=version, ref=ref, manifest=manifest, public=public)
+
+
+def call(url: str, body: Any = None, *, timeout: float = 30.0, headers: dict[str, str] | None = None
+         ) -> tuple[int, Any]:
+    """GET (or POST ``body`` as JSON) ``url`` -> (status, parsed JSON or text)."""
+    data = None if body is None else json.dumps(body).encode()
+    req = urllib.request.Request(url, data=data, headers={"Content-Type": "application/json", **(headers or {})})
+    opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))   # loopback only, never a proxy
+    try:
+        with opener.open(req, timeout=timeout) as answer:
+            status, raw = answer.status, answer.read()
+    except urllib.error.HTTPError as err:
+        status, raw = err.code, err.read()
+    try:
+        return status, json.loads(raw)
+    except ValueError:
+        return status, raw.decode(errors="replace")
+
+
+class Lines:
+    """A ``log`` callable that keeps what it was told."""
+
+    def __init__(self) -> None:
+        self.lines: list[str] = []
+
+    def __call__(self, line: str) -> None:
+        self.lines.append(line)
+
+    def text(self) -> str:
+        return "\n".join(self.lines)

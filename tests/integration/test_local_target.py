@@ -1,0 +1,318 @@
+"""LocalTarget and VenvBuilder with real bundles, real runtime processes under gunicorn, real pip."""
+from __future__ import annotations
+
+import os
+import signal
+import sys
+import threading
+import time
+from pathlib import Path
+from typing import Any, Iterator
+
+import pytest
+from _local import Boom, Lines, VersionLabel, call, release, sklearn_model, store
+
+from gazelle.errors import TargetError
+from gazelle.server.builders.venv import VenvBuilder, env_key, make_ref, parse_ref, pip_failure, runtime_requirements
+from gazelle.server.targets.local import LocalTarget
+
+pytestmark = pytest.mark.integration
+
+TEXT_SAMPLE = ["taxi to the airport", "hotel"]
+
+
+class SlowLabel(VersionLabel):
+    def predict(self, rows: Any) -> list[str]:
+        time.sleep(1.5)
+        return super().predict(rows)
+
+
+def _gone(pid: int, within: float = 10.0) -> bool:
+    """The process has exited and been reaped (no zombie left in /proc)."""
+    deadline = time.monotonic() + within
+    while Path(f"/proc/{pid}").exists():
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(0.05)
+    return True
+
+
+def _pid(data_dir: Path, name: str, version: int) -> int:
+    import json
+
+    return int(json.loads((data_dir / "run" / f"{name}-v{version}.json").read_text())["pid"])
+
+
+@pytest.fixture
+def target(tmp_path: Path) -> Iterator[LocalTarget]:
+    local = LocalTarget(tmp_path, workers=1, ready_timeout=90)
+    yield local
+    local.shutdown(grace=5)
+
+
+def _deploy_label(data_dir: Path, target: LocalTarget, name: str, version: int,
+                  model: Any = None) -> Any:
+    path, manifest = store(data_dir, model or sklearn_model(f"{name}-v{version}"), name=name,
+                           sample=[[0.0], [1.0]])
+    ref = VenvBuilder(data_dir).build(path, manifest, Lines())
+    return target.deploy(release(name, version, ref, manifest), Lines())
+
+
+def test_deployed_bundle_answers_predictions_in_the_servers_own_environment(
+        tmp_path: Path, target: LocalTarget) -> None:
+    path, manifest = store(tmp_path, sklearn_model("travel"), name="accounts", sample=[[0.0], [1.0]])
+    built = Lines()
+    ref = VenvBuilder(tmp_path).build(path, manifest, built)
+    assert parse_ref(ref) == (sys.executable, path)
+    assert not (tmp_path / "envs").exists()
+
+    running = target.deploy(release("accounts", 1, ref, manifest), Lines())
+    status, answer = call(f"{running.url}/predict", {"instances": [[0.5], [3.0]]})
+    assert status == 200
+    assert answer["predictions"] == ["travel", "travel"] and answer["version"] == 1
+    assert target.running() == [running]
+    assert any(line.strip() for line in target.logs("accounts", 1))
+
+    pid = _pid(tmp_path, "accounts", 1)
+    target.stop("accounts", 1, grace=5)
+    assert _gone(pid)
+    assert not (tmp_path / "run" / "accounts-v1.json").exists()
+    assert target.running() == []
+    assert not _port_open(running.url)
+
+
+def _port_open(url: str) -> bool:
+    import socket
+
+    host, _, port = url.removeprefix("http://").rpartition(":")
+    with socket.socket() as sock:
+        sock.settimeout(1)
+        return sock.connect_ex((host, int(port))) == 0
+
+
+def test_model_that_raises_while_loading_fails_with_its_own_message(tmp_path: Path, target: LocalTarget) -> None:
+    path, manifest = store(tmp_path, Boom(), name="boom")
+    ref = VenvBuilder(tmp_path).build(path, manifest, Lines())
+    with pytest.raises(TargetError) as failed:
+        target.deploy(release("boom", 1, ref, manifest), Lines())
+    assert "the model raised while loading" in str(failed.value)
+    assert "RuntimeError: boom" in str(failed.value)
+    assert failed.value.detail and "boom" in failed.value.detail
+    assert target.running() == []
+    assert not (tmp_path / "run" / "boom-v1.json").exists()
+    assert any("boom" in line for line in target.logs("boom", 1))
+
+
+def test_environment_mismatch_fails_with_the_differences(tmp_path: Path, target: LocalTarget) -> None:
+    path, manifest = store(tmp_path, VersionLabel("x"), name="mismatch", sample=TEXT_SAMPLE,
+                           requirements=["six==1.17.0"])
+    # Run it in the server's interpreter, which lacks six, as if the builder had been wrong.
+    with pytest.raises(TargetError) as failed:
+        target.deploy(release("mismatch", 1, make_ref(sys.executable, path), manifest), Lines())
+    assert str(failed.value).startswith("environment mismatch: ")
+    assert "six" in str(failed.value)
+    assert target.running() == []
+
+
+def test_impossible_pin_fails_the_build_naming_it_and_the_previous_version_keeps_serving(
+        tmp_path: Path, target: LocalTarget) -> None:
+    v1 = _deploy_label(tmp_path, target, "accounts", 1)
+    path, manifest = store(tmp_path, VersionLabel("v2"), name="accounts", sample=TEXT_SAMPLE,
+                           requirements=["six==0.0.1"])
+    lines = Lines()
+    with pytest.raises(TargetError) as failed:
+        VenvBuilder(tmp_path).build(path, manifest, lines)
+    assert "six==0.0.1" in str(failed.value)
+    assert failed.value.detail and "six" in failed.value.detail
+    assert any("six" in line for line in lines.lines)   # pip's own output was streamed
+    envs = tmp_path / "envs"
+    assert [p.name for p in envs.iterdir() if not p.name.endswith(".lock")] == []   # no half environment
+
+    status, answer = call(f"{v1.url}/predict", {"instances": [[0.0]]})
+    assert (status, answer["predictions"], answer["version"]) == (200, ["accounts-v1"], 1)
+
+
+def test_bundle_for_a_python_this_host_lacks_is_refused_by_name(tmp_path: Path) -> None:
+    path, manifest = store(tmp_path, VersionLabel("x"), name="old", sample=TEXT_SAMPLE)
+    manifest = {**manifest, "python": "3.4.10"}
+    with pytest.raises(TargetError) as failed:
+        VenvBuilder(tmp_path).build(path, manifest, Lines())
+    minor = f"{sys.version_info.major}.{sys.version_info.minor}"
+    assert failed.value.message == f"bundle needs python 3.4; this server has {minor} and no python3.4 on PATH"
+
+
+# -- virtualenvs: one data directory for the module, so the environment is built once ------------------
+
+
+@pytest.fixture(scope="module")
+def venv_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return tmp_path_factory.mktemp("venvs")
+
+
+@pytest.fixture(scope="module")
+def venv_built(venv_dir: Path) -> tuple[str, Path, dict[str, Any], Lines]:
+    """A bundle whose pins the server lacks (six), built once: (ref, path, manifest, build log)."""
+    path, manifest = store(venv_dir, VersionLabel("from-venv"), name="sixer", sample=TEXT_SAMPLE,
+                           requirements=["six==1.17.0"])
+    lines = Lines()
+    ref = VenvBuilder(venv_dir).build(path, manifest, lines)
+    return ref, path, manifest, lines
+
+
+def test_pins_the_server_lacks_get_a_virtualenv_that_serves_the_model(venv_dir: Path, venv_built: Any) -> None:
+    ref, path, manifest, lines = venv_built
+    python, bundle = parse_ref(ref)
+    assert bundle == path
+    assert Path(python).parent.parent.parent == venv_dir / "envs"
+    assert "creating the environment" in lines.text()
+    assert any("six" in line.lower() for line in lines.lines)   # pip's output streamed to the job
+    target = LocalTarget(venv_dir, workers=1, ready_timeout=90)
+    try:
+        running = target.deploy(release("sixer", 1, ref, manifest), Lines())
+        status, answer = call(f"{running.url}/predict", {"instances": ["lunch"]})
+        assert (status, answer["predictions"], answer["version"]) == (200, ["from-venv"], 1)
+        pid = _pid(venv_dir, "sixer", 1)
+        exe = os.path.realpath(f"/proc/{pid}/exe")
+        assert Path(python).resolve() == Path(exe) or Path(f"/proc/{pid}/cmdline").read_bytes().startswith(
+            python.encode())
+    finally:
+        target.shutdown(grace=5)
+
+
+def test_second_build_with_the_same_pins_reuses_the_environment(venv_dir: Path, venv_built: Any) -> None:
+    ref, _, _, _ = venv_built
+    envs = venv_dir / "envs"
+    before = sorted(p.name for p in envs.iterdir() if not p.name.startswith("."))
+    env_dir = Path(parse_ref(ref)[0]).parent.parent
+    stat = env_dir.stat()
+
+    path, manifest = store(venv_dir, VersionLabel("another"), name="sixer", sample=TEXT_SAMPLE,
+                           requirements=["six==1.17.0"])
+    lines = Lines()
+    again = VenvBuilder(venv_dir).build(path, manifest, lines)
+    assert parse_ref(again)[0] == parse_ref(ref)[0]
+    assert "reusing the environment" in lines.text()
+    assert sorted(p.name for p in envs.iterdir() if not p.name.startswith(".")) == before == [env_dir.name]
+    assert (env_dir.stat().st_ino, env_dir.stat().st_mtime_ns) == (stat.st_ino, stat.st_mtime_ns)
+
+
+def test_concurrent_builds_of_one_environment_build_it_once(tmp_path: Path) -> None:
+    bundles = [store(tmp_path, VersionLabel(f"l{i}"), name="twin", sample=TEXT_SAMPLE,
+                     requirements=["six==1.17.0"]) for i in range(2)]
+    logs = [Lines(), Lines()]
+    refs: list[str] = []
+    threads = [threading.Thread(target=lambda b=b, log=log: refs.append(VenvBuilder(tmp_path).build(*b, log)))
+               for b, log in zip(bundles, logs)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=600)
+    assert len(refs) == 2 and parse_ref(refs[0])[0] == parse_ref(refs[1])[0]
+    assert sum("creating the environment" in log.text() for log in logs) == 1
+    assert sum("reusing the environment" in log.text() for log in logs) == 1
+    assert [p.name for p in (tmp_path / "envs").iterdir() if not p.name.startswith(".")] == [
+        Path(parse_ref(refs[0])[0]).parent.parent.name]
+
+
+# -- lifetime ------------------------------------------------------------------------------------------
+
+
+def test_restarted_server_adopts_versions_still_running(tmp_path: Path, target: LocalTarget) -> None:
+    first = _deploy_label(tmp_path, target, "keep", 1)
+    pid = _pid(tmp_path, "keep", 1)
+    rel = release("keep", 1, "venv:unused|unused", {})
+    later = LocalTarget(tmp_path, workers=1, ready_timeout=90)   # a new server process would do this
+    lines = Lines()
+    try:
+        assert later.restore([rel], lines) == [first]
+        assert "adopted" in lines.text()
+        assert _pid(tmp_path, "keep", 1) == pid
+        later.stop("keep", 1, grace=5)
+        assert _gone(pid)
+    finally:
+        later.shutdown(grace=5)
+
+
+def test_restore_starts_again_a_version_whose_process_died(tmp_path: Path, target: LocalTarget) -> None:
+    path, manifest = store(tmp_path, sklearn_model("again"), name="phoenix", sample=[[0.0]])
+    ref = VenvBuilder(tmp_path).build(path, manifest, Lines())
+    target.deploy(release("phoenix", 1, ref, manifest), Lines())
+    pid = _pid(tmp_path, "phoenix", 1)
+    os.killpg(pid, signal.SIGKILL)
+    assert _gone(pid)
+
+    running = target.restore([release("phoenix", 1, ref, manifest)], Lines())
+    assert [r.version for r in running] == [1]
+    assert _pid(tmp_path, "phoenix", 1) != pid
+    status, answer = call(f"{running[0].url}/predict", {"instances": [[0.0]]})
+    assert (status, answer["predictions"]) == (200, ["again"])
+
+
+def test_restore_stops_recorded_versions_no_longer_wanted(tmp_path: Path, target: LocalTarget) -> None:
+    _deploy_label(tmp_path, target, "stale", 1)
+    pid = _pid(tmp_path, "stale", 1)
+    later = LocalTarget(tmp_path, workers=1)
+    try:
+        assert later.restore([], Lines()) == []
+        assert _gone(pid)
+        assert not (tmp_path / "run" / "stale-v1.json").exists()
+    finally:
+        later.shutdown(grace=5)
+
+
+def test_stop_lets_an_in_flight_request_finish(tmp_path: Path, target: LocalTarget) -> None:
+    path, manifest = store(tmp_path, SlowLabel("slow"), name="slow")
+    ref = VenvBuilder(tmp_path).build(path, manifest, Lines())
+    running = target.deploy(release("slow", 1, ref, manifest), Lines())
+    answers: list[Any] = []
+    request = threading.Thread(target=lambda: answers.append(call(f"{running.url}/predict", {"instances": ["a"]})))
+    request.start()
+    time.sleep(0.5)   # let the request reach the worker before asking the runtime to stop
+    target.stop("slow", 1, grace=10)
+    request.join(timeout=30)
+    assert answers and answers[0][0] == 200 and answers[0][1]["predictions"] == ["slow"]
+
+
+def test_shutdown_stops_every_version_and_leaves_no_zombie(tmp_path: Path, target: LocalTarget) -> None:
+    _deploy_label(tmp_path, target, "many", 1)
+    _deploy_label(tmp_path, target, "many", 2)
+    pids = [_pid(tmp_path, "many", v) for v in (1, 2)]
+    target.shutdown(grace=5)
+    assert all(_gone(pid) for pid in pids)
+    assert target.running() == []
+
+
+def test_delete_stops_all_versions_and_forgets_their_logs(tmp_path: Path, target: LocalTarget) -> None:
+    _deploy_label(tmp_path, target, "gone", 1)
+    pid = _pid(tmp_path, "gone", 1)
+    target.delete("gone")
+    assert _gone(pid)
+    assert target.logs("gone", 1) == []
+    assert not list((tmp_path / "run").glob("gone-*"))
+
+
+# -- reading pip and the server's own environment (no processes) -----------------------------------------
+
+
+def test_pip_failures_are_read_as_one_sentence_naming_the_requirement() -> None:
+    assert pip_failure(["ERROR: Could not find a version that satisfies the requirement torch==9.9 (from versions: 2.1)",
+                        "ERROR: No matching distribution found for torch==9.9"], "3.11") == (
+        "pip could not install torch==9.9: no such release for python 3.11 on this platform")
+    conflict = pip_failure(["ERROR: Cannot install flask==3.1.3 and werkzeug==2.0.0 because these package "
+                            "versions have conflicting dependencies."], "3.11")
+    assert conflict is not None and "flask==3.1.3 and werkzeug==2.0.0" in conflict
+    assert pip_failure(["  error: subprocess-exited-with-error", "ERROR: Failed building wheel for lxml"],
+                       "3.11") == "pip could not build lxml from source"
+    assert pip_failure(["something else went wrong"], "3.11") is None
+
+
+def test_runtime_requirements_are_the_servers_versions_minus_the_bundles_own_pins() -> None:
+    from importlib.metadata import version
+
+    pins = runtime_requirements(exact=True, exclude=["Werkzeug==3.0.0"])
+    assert f"Flask=={version('flask')}" in pins and f"gunicorn=={version('gunicorn')}" in pins
+    assert not any(p.lower().startswith("werkzeug") for p in pins)
+    assert all("==" in p for p in pins)
+    loose = runtime_requirements(exact=False)
+    assert any(p.startswith("flask>=") for p in loose) and not any("==" in p for p in loose)
+    assert env_key("3.11", ["b==1", "a==2"]) == env_key("3.11", ["a==2", "b==1"]) != env_key("3.12", ["a==2", "b==1"])
