@@ -1,0 +1,344 @@
+"""The build server's HTTP API under ``/api/v1``, and ``/healthz``, ``/readyz``, ``/metrics``.
+
+Views only check input and delegate: the store holds state, the job runner does the work. Every call
+needs a bearer token: reading needs ``predict``, deploying ``deploy``, creating tokens ``admin``.
+Bad input is a ``GazelleError`` whose sentence names the field; ``app.py`` turns it into JSON.
+"""
+from __future__ import annotations
+
+import json
+import time
+from typing import TYPE_CHECKING, Any, Mapping
+
+from flask import Blueprint, Response, current_app, jsonify, request, stream_with_context
+
+from gazelle.errors import (BadRequest, BundleError, NotFound, PayloadTooLarge, TargetError,
+                            UnsupportedMediaType)
+from gazelle.names import validate_name
+from gazelle.server import events
+from gazelle.server.auth import Auth, check_scope, require
+from gazelle.server.jobs import DELETE_STAGES, STAGES, iso, job_json, new_job_id, pending_stages
+from gazelle.server.pipeline import save_bundle
+from gazelle.server.store import ACTIVE, JobRow, ModelRow, VersionRow
+
+if TYPE_CHECKING:
+    from gazelle.server.app import ServerState
+
+TAR_TYPES = ("application/x-tar", "application/tar", "application/octet-stream")
+DELETE_WAIT_SECONDS = 120.0
+MAX_REPLICAS = 100
+MAX_TAIL = 10_000
+
+api = Blueprint("api", __name__, url_prefix="/api/v1")
+health = Blueprint("health", __name__)
+
+
+def state() -> "ServerState":
+    return current_app.extensions["gazelle"]
+
+
+def _auth() -> Auth:
+    return state().auth
+
+
+# -- parameters ------------------------------------------------------------------------------------
+
+def _flag(name: str, default: bool = False) -> bool:
+    raw = request.args.get(name)
+    if raw is None:
+        return default
+    lowered = raw.strip().lower()
+    if lowered in ("1", "true", "yes", "on", ""):
+        return True
+    if lowered in ("0", "false", "no", "off"):
+        return False
+    raise BadRequest(f"{name}: expected true or false, got {raw!r}")
+
+
+def _number(value: Any, name: str, *, low: int, high: int) -> int:
+    if isinstance(value, bool) or not isinstance(value, (int, str)):
+        raise BadRequest(f"{name}: expected an integer, got {json.dumps(value)}")
+    try:
+        number = int(value)
+    except ValueError:
+        raise BadRequest(f"{name}: expected an integer, got {value!r}") from None
+    if not low <= number <= high:
+        raise BadRequest(f"{name}: must be between {low} and {high}, got {number}")
+    return number
+
+
+def _arg(name: str, default: int, *, low: int, high: int) -> int:
+    raw = request.args.get(name)
+    return default if raw is None else _number(raw, name, low=low, high=high)
+
+
+def _json_object() -> dict[str, Any]:
+    if request.mimetype != "application/json":
+        raise UnsupportedMediaType(f"the body must be JSON (Content-Type: application/json), "
+                                   f"got {request.mimetype or 'no content type'}")
+    raw = request.get_data(cache=False)
+    try:
+        body = json.loads(raw.decode("utf-8")) if raw else None
+    except (UnicodeDecodeError, ValueError) as err:
+        raise BadRequest(f"the body is not valid JSON: {err}") from None
+    if not isinstance(body, dict):
+        raise BadRequest("the body must be a JSON object")
+    return body
+
+
+def _read_bundle(limit: int) -> bytes:
+    if request.mimetype not in TAR_TYPES:
+        raise UnsupportedMediaType(f"the body must be a bundle tar (Content-Type: application/x-tar), "
+                                   f"got {request.mimetype or 'no content type'}")
+    too_large = PayloadTooLarge(f"the bundle is larger than this server accepts ({limit} bytes)",
+                                hint="raise GAZELLE_MAX_BUNDLE_BYTES on the server")
+    if request.content_length is not None and request.content_length > limit:
+        raise too_large
+    chunks, size = [], 0
+    while True:
+        chunk = request.stream.read(1 << 20)
+        if not chunk:
+            break
+        size += len(chunk)
+        if size > limit:
+            raise too_large
+        chunks.append(chunk)
+    if not size:
+        raise BundleError("the body is empty: send the bundle tar (gazelle.save writes one)")
+    return b"".join(chunks)
+
+
+# -- JSON shapes -----------------------------------------------------------------------------------
+
+def version_json(v: VersionRow) -> dict[str, Any]:
+    return {"version": v.version, "digest": v.digest, "status": v.status, "public": v.public,
+            "replicas": v.replicas, "python": v.manifest.get("python"), "created": iso(v.created),
+            "updated": iso(v.updated)}
+
+
+def model_json(m: ModelRow, versions: list[VersionRow]) -> dict[str, Any]:
+    return {"name": m.name, "public": m.public, "live_version": m.live_version,
+            "url": f"{state().settings.base_url}/m/{m.name}",
+            "versions": [version_json(v) for v in versions], "created": iso(m.created), "updated": iso(m.updated)}
+
+
+def _model(name: str) -> ModelRow:
+    validate_name(name)
+    model = state().store.model(name)
+    if model is None:
+        raise NotFound(f"model {name} not found")
+    return model
+
+
+def _version(name: str, number: int) -> VersionRow:
+    row = state().store.version(name, number)
+    if row is None:
+        known = ", ".join(str(v.version) for v in state().store.versions(name)) or "none"
+        raise NotFound(f"model {name} has no version {number} (versions: {known})")
+    return row
+
+
+def _job(job_id: str) -> JobRow:
+    job = state().store.job(job_id)
+    if job is None:
+        raise NotFound(f"job {job_id} not found")
+    return job
+
+
+# -- jobs ------------------------------------------------------------------------------------------
+
+def submit(name: str, version: int | None, kind: str) -> JobRow:
+    st = state()
+    job = st.store.create_job(new_job_id(), name, version, kind,
+                              pending_stages(DELETE_STAGES if kind == "delete" else STAGES))
+    st.runner.wake()
+    return job
+
+
+def already_live(name: str, version: int) -> JobRow:
+    """A job that is born succeeded: the version asked for is already the live one."""
+    st = state()
+    job = st.store.create_job(new_job_id(), name, version, "deploy", pending_stages(STAGES), status="running")
+    rec = st.pipeline.recorder(job)
+    rec.done("check", f"version {version} holds this bundle")
+    for stage in STAGES[1:]:
+        rec.skip(stage, f"version {version} is already live")
+    rec.succeed()
+    done = st.store.job(job.id)
+    assert done is not None
+    return done
+
+
+def _accepted(job: JobRow, version: int, status: int) -> tuple[Response, int]:
+    st = state()
+    return jsonify({"job": job.id, "version": version, "model": job.model, "status": job.status,
+                    "url": f"{st.settings.base_url}/m/{job.model}"}), status
+
+
+def _deploy_version(name: str, v: VersionRow, kind: str) -> tuple[Response, int]:
+    """Make stored version ``v`` live: nothing if it is, its running job if one runs, else a new job."""
+    st = state()
+    model = st.store.model(name)
+    if model is not None and model.live_version == v.version and v.status == "live":
+        return _accepted(already_live(name, v.version), v.version, 200)
+    for job in st.store.jobs(model=name, statuses=ACTIVE):
+        if job.version == v.version and job.kind != "delete":
+            return _accepted(job, v.version, 202)
+    if v.status != "deploying":
+        st.store.update_version(name, v.version, status="deploying")
+    return _accepted(submit(name, v.version, kind), v.version, 202)
+
+
+# -- views -----------------------------------------------------------------------------------------
+
+@api.post("/models/<name>/versions")
+@require(_auth, "deploy")
+def create_version(name: str) -> tuple[Response, int]:
+    st = state()
+    validate_name(name)
+    public = _flag("public")
+    replicas = _arg("replicas", 1, low=1, high=MAX_REPLICAS)
+    data = _read_bundle(st.settings.max_bundle_bytes)
+    from gazelle.bundle import read_manifest
+
+    manifest = read_manifest(data)
+    if manifest["name"] != name:
+        raise BadRequest(f"the bundle is for model {manifest['name']!r}, but was sent to model {name!r}")
+    digest, _ = save_bundle(st.bundles_dir, data)
+    version, created = st.store.add_version(name, digest, manifest, public=public, replicas=replicas)
+    if created:
+        return _accepted(submit(name, version.version, "deploy"), version.version, 202)
+    if version.public != public:
+        st.store.set_public(name, version.version, public)
+        st.routes.invalidate(name)
+    if version.replicas != replicas:
+        st.store.update_version(name, version.version, replicas=replicas)
+    return _deploy_version(name, version, "deploy")
+
+
+@api.get("/models")
+@require(_auth, "predict")
+def list_models() -> Response:
+    store = state().store
+    return jsonify({"models": [model_json(m, store.versions(m.name)) for m in store.models()]})
+
+
+@api.get("/models/<name>")
+@require(_auth, "predict")
+def get_model(name: str) -> Response:
+    model = _model(name)
+    return jsonify(model_json(model, state().store.versions(name)))
+
+
+@api.get("/models/<name>/logs")
+@require(_auth, "deploy")
+def model_logs(name: str) -> Response:
+    model = _model(name)
+    versions = state().store.versions(name)
+    default = model.live_version or (versions[-1].version if versions else 1)
+    number = _arg("version", default, low=1, high=1 << 30)
+    _version(name, number)
+    tail = _arg("tail", 200, low=1, high=MAX_TAIL)
+    lines = state().wiring.target.logs(name, number, tail=tail)
+    return jsonify({"model": name, "version": number, "lines": [events.redact(line) for line in lines]})
+
+
+@api.post("/models/<name>/rollback")
+@require(_auth, "deploy")
+def rollback(name: str) -> tuple[Response, int]:
+    _model(name)
+    body = _json_object()
+    if "version" not in body:
+        raise BadRequest("version: required (the version to make live again)")
+    number = _number(body["version"], "version", low=1, high=1 << 30)
+    return _deploy_version(name, _version(name, number), "rollback")
+
+
+@api.delete("/models/<name>")
+@require(_auth, "deploy")
+def delete_model(name: str) -> tuple[Response, int]:
+    st = state()
+    _model(name)
+    job = submit(name, None, "delete")
+    deadline = time.monotonic() + DELETE_WAIT_SECONDS
+    seen = st.hub.generation()
+    while time.monotonic() < deadline:
+        current = st.store.job(job.id)
+        if current is not None and current.status not in ACTIVE:
+            if current.status == "failed":
+                message = (current.error or {}).get("message", "the delete failed")
+                raise TargetError(f"model {name} could not be deleted: {message}")
+            return jsonify({"deleted": name, "job": job.id}), 200
+        seen = st.hub.wait(seen, 0.5)
+    return jsonify({"job": job.id, "model": name, "status": "queued"}), 202
+
+
+@api.get("/jobs/<job_id>")
+@require(_auth, "predict")
+def get_job(job_id: str) -> Response:
+    return jsonify(job_json(_job(job_id), state().settings.base_url))
+
+
+@api.get("/jobs/<job_id>/events")
+@require(_auth, "predict")
+def job_events(job_id: str) -> Response:
+    st = state()
+    _job(job_id)
+    raw = request.headers.get("Last-Event-ID") or request.args.get("after") or "0"
+    after = _number(raw, "Last-Event-ID", low=0, high=1 << 62)
+    body = stream_with_context(events.stream(st.store, st.hub, job_id, after))
+    return Response(body, mimetype="text/event-stream",
+                    headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"})
+
+
+@api.post("/tokens")
+@require(_auth, "admin")
+def create_token() -> tuple[Response, int]:
+    body = _json_object()
+    scope = check_scope(body.get("scope"))
+    name = body.get("name")
+    if name is not None and (not isinstance(name, str) or len(name) > 200):
+        raise BadRequest("name: expected a string of at most 200 characters")
+    token, row = state().auth.create_token(scope, name)
+    return jsonify({"token": token, "id": row.id, "scope": row.scope, "name": row.name,
+                    "created": iso(row.created)}), 201
+
+
+@api.get("/openapi.json")
+def openapi_document() -> Response:
+    from gazelle.server.openapi import document
+
+    return jsonify(document(state().settings.base_url))
+
+
+# -- health ----------------------------------------------------------------------------------------
+
+@health.get("/healthz")
+def healthz() -> Response:
+    return jsonify({"status": "ok"})
+
+
+@health.get("/readyz")
+def readyz() -> tuple[Response, int]:
+    st = state()
+    problems: list[str] = []
+    try:
+        st.store.ping()
+    except Exception as err:
+        problems.append(f"the database does not answer: {type(err).__name__}")
+    if st.settings.run_jobs and not st.runner.alive():
+        problems.append("the job runner has stopped")
+    elif st.settings.run_jobs and not st.runner.ready:
+        problems.append("restoring the live versions after a start" if st.runner.phase == "recovering"
+                        else "starting the job runner")
+    body: Mapping[str, Any] = {"status": "ready" if not problems else "unavailable", "problems": problems,
+                               "runs_jobs": st.runner.is_runner}
+    return jsonify(body), 200 if not problems else 503
+
+
+@health.get("/metrics")
+def metrics() -> Response:
+    from gazelle.server.metrics import CONTENT_TYPE
+
+    return Response(state().metrics.render(), content_type=CONTENT_TYPE)
+

@@ -1,0 +1,134 @@
+"""``gazelle server``: the build server under gunicorn (``serve(args)``).
+
+One worker process with many threads by default (``gthread``: each open event stream holds a thread).
+With ``--workers`` > 1 every worker serves the API and the gateway from the shared store, and exactly
+one of them, the holder of ``{data_dir}/runner.lock``, runs the jobs and owns the runtime processes
+(``jobs.JobRunner``); if it dies, another worker takes over.
+
+Before the workers start, the master creates the tables and the admin token, so workers never race
+for them, and checks the configuration, so a bad setting fails with one line instead of a worker loop.
+A clean exit (Ctrl-C, SIGTERM) stops the model versions the server runs; a killed server leaves them
+running, and the next start adopts them.
+"""
+from __future__ import annotations
+
+import argparse
+import logging
+import signal
+import sys
+import time
+from typing import Any
+
+from gunicorn.app.base import BaseApplication
+
+from gazelle.server import wiring
+from gazelle.server.auth import Auth
+from gazelle.server.settings import Settings
+from gazelle.server.store import Store
+
+log = logging.getLogger("gazelle.server")
+
+
+def configure_logging(level: int = logging.INFO) -> None:
+    """Log lines of the ``gazelle`` loggers on stderr; the root logger is left alone."""
+    logger = logging.getLogger("gazelle")
+    if not logger.handlers:
+        handler = logging.StreamHandler(sys.stderr)
+        handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s [%(process)d] %(name)s: %(message)s"))
+        logger.addHandler(handler)
+    logger.setLevel(level)
+
+
+def prepare(settings: Settings) -> None:
+    """Check the configuration, create the tables and the admin token (once, before any worker)."""
+    wiring.build(settings)
+    settings.data_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+    store = Store(settings.db_url)
+    try:
+        store.create_schema()
+        Auth(store).ensure_admin_token(settings.token_path)
+    finally:
+        store.close()
+
+
+class GazelleServer(BaseApplication):
+    def __init__(self, settings: Settings, boot_time: float) -> None:
+        self.settings = settings
+        self.boot_time = boot_time
+        super().__init__()
+
+    def load_config(self) -> None:
+        s = self.settings
+        host = f"[{s.host}]" if ":" in s.host else s.host
+        options: dict[str, Any] = {
+            "bind": f"{host}:{s.port}",
+            "workers": s.workers,
+            "worker_class": "gthread",
+            "threads": s.threads,
+            "timeout": 60,
+            # A worker's exit stops the model versions it runs, each with its own grace.
+            "graceful_timeout": int(s.stop_grace) + 20,
+            "keepalive": 5,
+            "proc_name": "gazelle-server",
+            "errorlog": "-",
+            "accesslog": None,
+            "loglevel": "info",
+            "control_socket_disable": True,
+            "when_ready": self._ready,
+            "post_worker_init": _post_worker_init,
+            "worker_exit": _worker_exit,
+        }
+        for key, value in options.items():
+            self.cfg.set(key, value)
+
+    def load(self) -> Any:
+        from gazelle.server.app import create_app
+
+        return create_app(self.settings, boot_time=self.boot_time)
+
+    def _ready(self, server: Any) -> None:
+        print(f"Gazelle server at {self.settings.base_url}  (admin token: {self.settings.token_path})",
+              flush=True)
+
+
+def _state_of(worker: Any) -> Any:
+    app = getattr(worker, "wsgi", None)
+    return getattr(app, "extensions", {}).get("gazelle") if app is not None else None
+
+
+def _post_worker_init(worker: Any) -> None:
+    """Every stop of a worker is graceful, and ends the open event streams first.
+
+    gunicorn's own quick-exit handler (SIGINT, SIGQUIT) can deadlock a gthread worker when a second
+    signal arrives while the first is being handled, which Ctrl-C causes (SIGINT reaches the worker
+    and the master, which then sends SIGQUIT): the worker would hang until SIGKILLed, leaving the
+    model processes it owns behind. So the worker ignores SIGINT (the master turns it into SIGQUIT)
+    and treats SIGQUIT like SIGTERM: stop accepting, finish what is in flight, run ``worker_exit``.
+    """
+    state = _state_of(worker)
+
+    def graceful(signum: int, frame: Any) -> None:
+        if state is not None:
+            state.hub.close()   # gunicorn waits for every open connection, event streams included
+        worker.handle_exit(signum, frame)
+
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, graceful)
+    signal.signal(signal.SIGQUIT, graceful)
+
+
+def _worker_exit(server: Any, worker: Any) -> None:
+    state = _state_of(worker)
+    if state is not None:
+        state.shutdown(stop_models=True)
+
+
+def serve(args: argparse.Namespace) -> int:
+    """``gazelle server [--host] [--port] [--data-dir] [--workers] [--target] [--builder] [--registry]``."""
+    configure_logging()
+    settings = Settings.from_args(args)
+    boot_time = time.time()
+    prepare(settings)
+    log.info("starting with %r", settings)
+    GazelleServer(settings, boot_time).run()
+    return 0

@@ -1,0 +1,96 @@
+"""Job progress as server-sent events: replay what the store holds, then follow until the job ends.
+
+Every event a job records is a row in ``job_events`` (its id is the SSE ``id:``, so a client that
+reconnects with ``Last-Event-ID`` resumes where it stopped). A follower wakes when the job runner in
+this process records something (``EventHub``), and polls the store once a second otherwise, which is
+how it follows a job that another server process runs. The ``end`` event carries the final job JSON
+and closes the stream.
+
+``redact`` scrubs what could carry a secret (passwords inside URLs, bearer tokens, known secret values)
+from every line before it is recorded.
+"""
+from __future__ import annotations
+
+import json
+import re
+import threading
+import time
+from typing import Iterable, Iterator
+
+from gazelle.server.store import EventRow, Store
+
+KEEPALIVE_SECONDS = 15.0
+POLL_SECONDS = 1.0
+
+_URL_USERINFO = re.compile(r"(?P<scheme>[a-zA-Z][a-zA-Z0-9+.-]*://)[^/@\s:]+:[^/@\s]*@")
+_BEARER = re.compile(r"(?i)(bearer\s+)[A-Za-z0-9._~+/=-]+")
+_GAZELLE_TOKEN = re.compile(r"gz_[A-Za-z0-9_-]{20,}")
+
+
+def redact(text: str, secrets: Iterable[str] = ()) -> str:
+    """``text`` without URL passwords, bearer tokens, Gazelle tokens and any of ``secrets``."""
+    text = _URL_USERINFO.sub(lambda m: m.group("scheme") + "***@", text)
+    text = _BEARER.sub(lambda m: m.group(1) + "***", text)
+    text = _GAZELLE_TOKEN.sub("***", text)
+    for secret in secrets:
+        if secret and len(secret) >= 4:
+            text = text.replace(secret, "***")
+    return text
+
+
+class EventHub:
+    """Wakes the event streams of this process when a job records an event."""
+
+    def __init__(self) -> None:
+        self._cond = threading.Condition()
+        self._generation = 0
+        self.closed = False
+
+    def close(self) -> None:
+        """The server is stopping: open streams end (clients reconnect with Last-Event-ID elsewhere)."""
+        with self._cond:
+            self.closed = True
+            self._generation += 1
+            self._cond.notify_all()
+
+    def notify(self) -> None:
+        with self._cond:
+            self._generation += 1
+            self._cond.notify_all()
+
+    def generation(self) -> int:
+        with self._cond:
+            return self._generation
+
+    def wait(self, seen: int, timeout: float) -> int:
+        """Block until something happened after generation ``seen`` (or ``timeout``); the new generation."""
+        with self._cond:
+            self._cond.wait_for(lambda: self._generation != seen, timeout=timeout)
+            return self._generation
+
+
+def format_event(row: EventRow) -> bytes:
+    data = json.dumps(row.data, separators=(",", ":"))
+    return f"id: {row.id}\nevent: {row.kind}\ndata: {data}\n\n".encode("utf-8")
+
+
+def stream(store: Store, hub: EventHub, job_id: str, after: int = 0,
+           keepalive: float = KEEPALIVE_SECONDS) -> Iterator[bytes]:
+    """The SSE byte stream of one job: every event after id ``after``, then live ones, until ``end``
+    (or until the server stops: the client then reconnects)."""
+    yield b"retry: 1000\n\n"
+    last_sent = time.monotonic()
+    while not hub.closed:
+        seen = hub.generation()
+        rows = store.events(job_id, after)
+        for row in rows:
+            yield format_event(row)
+            after = row.id
+            if row.kind == "end":
+                return
+        if rows:
+            last_sent = time.monotonic()
+        elif time.monotonic() - last_sent >= keepalive:
+            yield b": keep-alive\n\n"
+            last_sent = time.monotonic()
+        hub.wait(seen, POLL_SECONDS)

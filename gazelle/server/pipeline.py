@@ -1,0 +1,306 @@
+"""The path of one deploy (DESIGN section 4): check -> build -> push -> deploy -> sanity -> live.
+
+Each stage is recorded on the job as it starts and ends. A stage that raises fails the job with the
+stage's name and the cause (a ``GazelleError``'s own sentence; anything else is an "internal error
+(id X)" whose traceback goes to the server log only). A failure stops the new version if it started and
+leaves the previous live version untouched and serving. Only the ``live`` stage changes what the
+gateway routes to, in one transaction; the version it replaced keeps running for ``drain_seconds`` (so
+requests already routed to it, and routes cached in other server processes, finish) and is then
+stopped, still inside the model's job slot, so the next job of that model never races it.
+
+The server never unpickles a model: the check stage reads ``gazelle.json`` and hashes bytes.
+"""
+from __future__ import annotations
+
+import hashlib
+import logging
+import os
+import tempfile
+import time
+import uuid
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any, Callable, Iterator, Mapping, Sequence
+
+import httpx
+
+from gazelle.errors import BundleError, GazelleError
+from gazelle.names import validate_name
+from gazelle.server.builders import Builder
+from gazelle.server.events import EventHub
+from gazelle.server.jobs import JobRecorder, RESTART_MESSAGE
+from gazelle.server.routes import RouteTable
+from gazelle.server.store import ACTIVE, JobRow, Store, VersionRow
+from gazelle.server.targets import Log, Release, Target
+
+log = logging.getLogger("gazelle.server")
+
+
+def bundle_path(bundles_dir: Path, digest: str) -> Path:
+    """Bundles are stored by content: ``sha256:<hex>`` -> ``{bundles_dir}/sha256-<hex>.tar``."""
+    algorithm, _, hexdigest = digest.partition(":")
+    return bundles_dir / f"{algorithm}-{hexdigest}.tar"
+
+
+def save_bundle(bundles_dir: Path, data: bytes) -> tuple[str, Path]:
+    """Store ``data`` under its digest (written to a temporary file, then renamed: never half a file)."""
+    digest = "sha256:" + hashlib.sha256(data).hexdigest()
+    path = bundle_path(bundles_dir, digest)
+    if path.exists() and path.stat().st_size == len(data):
+        return digest, path
+    bundles_dir.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=bundles_dir, prefix=".upload-")
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return digest, path
+
+
+def _file_digest(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return "sha256:" + h.hexdigest()
+
+
+# What the push stage runs: the builder's reference in, the pushed (digest-pinned) reference out.
+Publish = Callable[[str, Log], str]
+
+
+class StageFailed(Exception):
+    def __init__(self, stage: str, message: str, logs: Sequence[str] = ()) -> None:
+        super().__init__(message)
+        self.stage = stage
+        self.message = message
+        self.logs = list(logs)
+
+
+class Pipeline:
+    """Runs the jobs of one server: deploys (and rollbacks, which redeploy a stored version) and deletes."""
+
+    def __init__(self, store: Store, hub: EventHub, builder: Builder, target: Target, routes: RouteTable, *,
+                 bundles_dir: Path, base_url: str, publish: Publish | None = None, drain_seconds: float = 2.0,
+                 stop_grace: float = 10.0, sanity_timeout: float = 60.0,
+                 stage_delay: Mapping[str, float] | None = None, secrets: Sequence[str] = ()) -> None:
+        self.store = store
+        self.hub = hub
+        self.builder = builder
+        self.target = target
+        self.routes = routes
+        self.bundles_dir = bundles_dir
+        self.base_url = base_url
+        self.publish = publish
+        self.drain_seconds = drain_seconds
+        self.stop_grace = stop_grace
+        self.sanity_timeout = sanity_timeout
+        self.stage_delay = dict(stage_delay or {})
+        self.secrets = tuple(secrets)
+        # Runtimes answer on this host or inside the cluster: never through a proxy from the environment.
+        self.http = httpx.Client(trust_env=False, timeout=sanity_timeout)
+
+    def recorder(self, job: JobRow) -> JobRecorder:
+        return JobRecorder(self.store, self.hub, job, self.base_url, self.secrets)
+
+    # -- running jobs ------------------------------------------------------------------------------
+
+    def run(self, job: JobRow) -> None:
+        """Execute one claimed job to its end (never raises for a stage's failure)."""
+        rec = self.recorder(job)
+        if job.kind == "delete":
+            self._delete(job, rec)
+        else:
+            self._deploy(job, rec)
+
+    def fail_job(self, job_id: str, message: str) -> None:
+        """Record a failure that happened outside any stage (the runner calls this)."""
+        job = self.store.job(job_id)
+        if job is not None and job.status in ACTIVE:
+            self.recorder(job).fail(job.stage or job.stages[0]["name"], message)
+
+    @contextmanager
+    def _stage(self, rec: JobRecorder, name: str) -> Iterator[None]:
+        """Run a stage: marked running, then done (unless the body marked it done or skipped itself)."""
+        rec.start(name)
+        delay = self.stage_delay.get(f"{rec.model}:{name}", self.stage_delay.get(name))
+        if delay:
+            time.sleep(delay)
+        try:
+            yield
+        except StageFailed:
+            raise
+        except GazelleError as err:
+            logs = err.detail.splitlines()[-20:] if err.detail else []
+            raise StageFailed(name, str(err), logs) from err
+        except Exception as err:
+            error_id = uuid.uuid4().hex[:8]
+            log.exception("internal error (id %s) in job %s, stage %s", error_id, rec.job_id, name)
+            raise StageFailed(name, f"internal error (id {error_id})") from err
+        if rec.status_of(name) == "running":
+            rec.done(name)
+
+    def _deploy(self, job: JobRow, rec: JobRecorder) -> None:
+        name = job.model
+        version = self.store.version(name, job.version) if job.version is not None else None
+        if version is None:
+            rec.fail("check", f"model {name} version {job.version} does not exist any more")
+            return
+        number = version.version
+        started = False
+        previous: int | None = None
+        try:
+            with self._stage(rec, "check"):
+                manifest, path = self._check(version, rec)
+            with self._stage(rec, "build"):
+                ref = self.builder.build(path, manifest, rec.log)
+                self.store.update_version(name, number, ref=ref)
+            if self.publish is None:
+                rec.skip("push", "this target runs the build in place; nothing to push")
+            else:
+                with self._stage(rec, "push"):
+                    ref = self.publish(ref, rec.log)
+                    self.store.update_version(name, number, ref=ref)
+            with self._stage(rec, "deploy"):
+                started = True
+                release = Release(name=name, version=number, ref=ref, manifest=manifest, public=version.public,
+                                  replicas=version.replicas)
+                running = self.target.deploy(release, rec.log)
+                self.store.update_version(name, number, url=running.url)
+                rec.done("deploy", f"version {number} answers at {running.url}")
+            with self._stage(rec, "sanity"):
+                verdict = self._sanity(name, number, running.url, manifest, rec)
+                if verdict is None:
+                    rec.skip("sanity", "the bundle has no sample to check")
+                else:
+                    rec.done("sanity", verdict)
+            with self._stage(rec, "live"):
+                previous = self.store.switch_live(name, number)
+                self.routes.invalidate(name)
+                rec.done("live", f"version {number} is live at {self.base_url}/m/{name}"
+                         + (f"; version {previous} stops in {self.drain_seconds:g}s" if previous else ""))
+        except StageFailed as failure:
+            if started:
+                self._stop_quietly(name, number, grace=0.0)
+            self.store.update_version(name, number, status="failed", url=None)
+            self.routes.invalidate(name)
+            rec.fail(failure.stage, failure.message, failure.logs)
+            return
+        rec.succeed()
+        if previous is not None:
+            self._retire(name, previous)
+
+    def _check(self, version: VersionRow, rec: JobRecorder) -> tuple[Mapping[str, Any], Path]:
+        from gazelle.bundle import read_manifest
+
+        path = bundle_path(self.bundles_dir, version.digest)
+        if not path.is_file():
+            raise BundleError(f"the stored bundle {path.name} is missing from the server's data directory")
+        digest = _file_digest(path)
+        if digest != version.digest:
+            raise BundleError(f"the stored bundle {path.name} changed on disk (its digest is now {digest})")
+        manifest = read_manifest(path)
+        if validate_name(manifest.get("name")) != version.model:
+            raise BundleError(f"the bundle is for model {manifest.get('name')!r}, not {version.model!r}")
+        pins = manifest.get("requirements") or []
+        rec.done("check", f"bundle {digest[:19]}..., python {manifest.get('python')}, {len(pins)} pins")
+        return manifest, path
+
+    def _sanity(self, name: str, number: int, url: str, manifest: Mapping[str, Any],
+                rec: JobRecorder) -> str | None:
+        """None if there is nothing to check, else a sentence saying what matched."""
+        sample, expected = manifest.get("sample"), manifest.get("expected")
+        if not sample:
+            return None
+        from gazelle.schema import compare
+
+        rec.log(f"POST {url}/predict with the {len(sample)} sample row(s)")
+        try:
+            answer = self.http.post(f"{url}/predict", json={"instances": sample})
+        except httpx.HTTPError as err:
+            raise StageFailed("sanity", f"version {number} did not answer the sample: {err}",
+                              self._tail(name, number)) from None
+        try:
+            body = answer.json()
+        except ValueError:
+            body = None
+        if answer.status_code != 200 or not isinstance(body, dict) or "predictions" not in body:
+            problem = body.get("error", {}).get("message") if isinstance(body, dict) and isinstance(
+                body.get("error"), dict) else answer.text[:300]
+            raise StageFailed("sanity", f"version {number} answered the sample with HTTP "
+                                        f"{answer.status_code}: {problem}", self._tail(name, number))
+        if expected is None:
+            return f"version {number} answered the {len(sample)} sample row(s)"
+        difference = compare(body["predictions"], expected)
+        if difference is not None:
+            raise StageFailed("sanity", f"version {number} answers the sample differently from the notebook: "
+                                        f"{difference}")
+        return f"version {number} answered the {len(sample)} sample row(s) as the notebook did"
+
+    def _tail(self, name: str, number: int) -> list[str]:
+        try:
+            return self.target.logs(name, number, tail=20)
+        except Exception:
+            return []
+
+    def _retire(self, name: str, version: int) -> None:
+        time.sleep(self.drain_seconds)
+        self._stop_quietly(name, version, grace=self.stop_grace)
+        current = self.store.version(name, version)
+        if current is not None and current.status == "ready":
+            self.store.update_version(name, version, status="retired", url=None)
+        self.routes.invalidate(name)
+
+    def _stop_quietly(self, name: str, version: int, *, grace: float) -> None:
+        try:
+            self.target.stop(name, version, grace=grace)
+        except Exception:
+            log.exception("could not stop model %s version %d", name, version)
+
+    def _delete(self, job: JobRow, rec: JobRecorder) -> None:
+        try:
+            with self._stage(rec, "delete"):
+                self.target.delete(job.model)
+                for digest in self.store.delete_model(job.model):
+                    bundle_path(self.bundles_dir, digest).unlink(missing_ok=True)
+                self.routes.invalidate(job.model)
+                rec.done("delete", f"model {job.model} and its versions are gone")
+        except StageFailed as failure:
+            rec.fail(failure.stage, failure.message, failure.logs)
+            return
+        rec.succeed()
+
+    # -- after a restart ---------------------------------------------------------------------------
+
+    def recover(self, boot_time: float) -> None:
+        """Fail the jobs a dead runner left behind, then bring back every live version.
+
+        Running jobs are orphans by definition (only the lock holder runs jobs). Queued ones are failed
+        only if they predate this server's start; later ones were queued by a sibling process and run.
+        """
+        for job in self.store.jobs(statuses=ACTIVE, limit=10_000):
+            if job.status == "running" or job.created < boot_time:
+                log.warning("job %s (model %s) was interrupted by a restart", job.id, job.model)
+                self.recorder(job).fail(job.stage or job.stages[0]["name"], RESTART_MESSAGE)
+        active = {(j.model, j.version) for j in self.store.jobs(statuses=ACTIVE, limit=10_000)}
+        for v in self.store.versions_with_status("deploying"):
+            if (v.model, v.version) not in active:
+                self.store.update_version(v.model, v.version, status="failed", url=None)
+        live = self.store.live_versions()
+        releases = [Release(name=v.model, version=v.version, ref=v.ref, manifest=v.manifest, public=v.public,
+                            replicas=v.replicas) for v in live if v.ref]
+        if releases:
+            log.info("restoring %d live version(s): %s", len(releases),
+                     ", ".join(f"{r.name} v{r.version}" for r in releases))
+            for running in self.target.restore(releases, lambda line: log.info("restore: %s", line)):
+                self.store.update_version(running.name, running.version, url=running.url)
+        wanted = {(v.model, v.version) for v in live} | active
+        for running in self.target.running():
+            if (running.name, running.version) not in wanted:
+                self._stop_quietly(running.name, running.version, grace=self.stop_grace)
+        for v in self.store.versions_with_status("ready"):
+            self.store.update_version(v.model, v.version, status="retired", url=None)
+        self.routes.invalidate()

@@ -1,0 +1,205 @@
+"""The build server's settings: one frozen dataclass, read from ``GAZELLE_*`` variables and CLI flags.
+
+Precedence: a CLI flag beats its ``GAZELLE_*`` twin, which beats the default. A value that cannot work
+raises :class:`~gazelle.errors.ConfigError` naming the variable (or flag) and, where there are some,
+the valid choices. Only ``wiring.py`` turns these values into a builder, a registry and a target.
+
+Secrets (the registry password, a password inside ``database_url``) never appear in ``repr()``: the
+settings object is logged at start-up.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import re
+from dataclasses import dataclass, field, fields, replace
+from pathlib import Path
+from typing import Any, Mapping
+
+from gazelle.errors import ConfigError
+
+TARGETS = ("local", "docker", "kubernetes")
+BUILDERS = ("venv", "append", "docker")
+
+_URL_PASSWORD = re.compile(r"(?P<head>[a-zA-Z][a-zA-Z0-9+.-]*://[^:/@\s]*:)[^@\s]*@")
+
+
+def redact_url(url: str) -> str:
+    """``postgresql://gazelle:secret@db/g`` -> ``postgresql://gazelle:***@db/g``."""
+    return _URL_PASSWORD.sub(lambda m: m.group("head") + "***@", url)
+
+
+@dataclass(frozen=True)
+class Settings:
+    host: str = "127.0.0.1"
+    port: int = 8000
+    data_dir: Path = field(default_factory=lambda: Path("~/.gazelle").expanduser())
+    workers: int = 1
+    threads: int = 32                      # each open event stream holds one thread
+    target: str = "local"
+    builder: str | None = None             # None: the target's own builder
+    registry: str | None = None            # HOST[:PORT]/PREFIX
+    registry_user: str | None = None
+    registry_password: str | None = field(default=None, repr=False)
+    database_url: str | None = None        # None: sqlite:///{data_dir}/gazelle.db
+    k8s_namespace: str = "gazelle-models"
+    base_images: Mapping[str, str] = field(default_factory=dict)
+    public_url: str | None = None          # None: http://{host}:{port}
+    max_bundle_bytes: int = 1 << 30
+    drain_seconds: float = 2.0             # old version keeps serving this long after the switch
+    stop_grace: float = 10.0               # in-flight requests get this long when a version stops
+    sanity_timeout: float = 60.0
+    run_jobs: bool = True                  # False: accept jobs but never run them (read-only replica)
+    stage_delay: Mapping[str, float] = field(default_factory=dict)   # test hook, see from_env
+
+    def __post_init__(self) -> None:
+        if self.target not in TARGETS:
+            raise ConfigError(f"unknown target {self.target!r}; valid targets: {', '.join(TARGETS)}")
+        if self.builder is not None and self.builder not in BUILDERS:
+            raise ConfigError(f"unknown builder {self.builder!r}; valid builders: {', '.join(BUILDERS)}")
+        if not 0 <= self.port <= 65535:
+            raise ConfigError(f"port must be between 0 and 65535, got {self.port}")
+        if self.workers < 1:
+            raise ConfigError(f"workers must be at least 1, got {self.workers}")
+        if self.threads < 2:
+            raise ConfigError(f"threads must be at least 2, got {self.threads}")
+        if self.max_bundle_bytes < 1024:
+            raise ConfigError(f"max_bundle_bytes must be at least 1024, got {self.max_bundle_bytes}")
+
+    def __repr__(self) -> str:
+        parts = []
+        for f in fields(self):
+            if not f.repr:
+                value: Any = "***" if getattr(self, f.name) else None
+            elif f.name == "database_url":
+                value = redact_url(self.db_url)
+            else:
+                value = getattr(self, f.name)
+            parts.append(f"{f.name}={value!r}")
+        return f"Settings({', '.join(parts)})"
+
+    @property
+    def db_url(self) -> str:
+        """The SQLAlchemy URL; PostgreSQL URLs are pointed at the psycopg 3 driver."""
+        url = self.database_url or f"sqlite:///{self.data_dir / 'gazelle.db'}"
+        for prefix in ("postgresql://", "postgres://"):
+            if url.startswith(prefix):
+                return "postgresql+psycopg://" + url[len(prefix):]
+        return url
+
+    @property
+    def base_url(self) -> str:
+        """Where clients reach this server: the gateway's ``/m/{name}`` URLs start with it."""
+        if self.public_url:
+            return self.public_url.rstrip("/")
+        host = "127.0.0.1" if self.host in ("0.0.0.0", "::", "") else self.host
+        if ":" in host:
+            host = f"[{host}]"
+        return f"http://{host}:{self.port}"
+
+    @property
+    def token_path(self) -> Path:
+        return self.data_dir / "token"
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str] | None = None, **overrides: Any) -> "Settings":
+        """Settings from ``GAZELLE_*`` variables; ``overrides`` (not None) win over them."""
+        env = os.environ if env is None else env
+        values: dict[str, Any] = {}
+        for name, (variable, parse) in _ENV.items():
+            raw = env.get(variable)
+            if raw is not None and raw != "":
+                values[name] = parse(variable, raw)
+        values.update({k: v for k, v in overrides.items() if v is not None})
+        if "data_dir" in values:
+            values["data_dir"] = Path(values["data_dir"]).expanduser()
+        return cls(**values)
+
+    @classmethod
+    def from_args(cls, args: argparse.Namespace, env: Mapping[str, str] | None = None) -> "Settings":
+        """Settings for ``gazelle server``: its flags over the environment."""
+        flags = {name: getattr(args, name, None)
+                 for name in ("host", "port", "data_dir", "workers", "target", "builder", "registry")}
+        return cls.from_env(env, **flags)
+
+    def replace(self, **changes: Any) -> "Settings":
+        return replace(self, **changes)
+
+
+def _str(variable: str, raw: str) -> str:
+    return raw
+
+
+def _int(variable: str, raw: str) -> int:
+    try:
+        return int(raw)
+    except ValueError:
+        raise ConfigError(f"{variable} must be an integer, got {raw!r}") from None
+
+
+def _float(variable: str, raw: str) -> float:
+    try:
+        value = float(raw)
+    except ValueError:
+        raise ConfigError(f"{variable} must be a number, got {raw!r}") from None
+    if value < 0 or value != value:
+        raise ConfigError(f"{variable} must be a number >= 0, got {raw!r}")
+    return value
+
+
+def _bool(variable: str, raw: str) -> bool:
+    lowered = raw.strip().lower()
+    if lowered in ("1", "true", "yes", "on"):
+        return True
+    if lowered in ("0", "false", "no", "off"):
+        return False
+    raise ConfigError(f"{variable} must be true or false, got {raw!r}")
+
+
+def _json_map(variable: str, raw: str) -> dict[str, str]:
+    try:
+        value = json.loads(raw)
+    except ValueError:
+        raise ConfigError(f"{variable} must be a JSON object, e.g. {{\"3.11\": \"python:3.11-slim\"}}") from None
+    if not isinstance(value, dict) or not all(isinstance(k, str) and isinstance(v, str) for k, v in value.items()):
+        raise ConfigError(f"{variable} must map python versions to image names (strings)")
+    return value
+
+
+def _stage_delay(variable: str, raw: str) -> dict[str, float]:
+    """``build=5,slow:deploy=1``: seconds to sleep inside those stages (of every model, or of model
+    ``slow``), for tests of restarts and queues. Never set it in production."""
+    delays: dict[str, float] = {}
+    for part in raw.split(","):
+        stage, sep, seconds = part.partition("=")
+        if not sep:
+            raise ConfigError(f"{variable} must look like 'build=5,deploy=1', got {raw!r}")
+        delays[stage.strip()] = _float(variable, seconds)
+    return delays
+
+
+_ENV: dict[str, tuple[str, Any]] = {
+    "host": ("GAZELLE_HOST", _str),
+    "port": ("GAZELLE_PORT", _int),
+    "data_dir": ("GAZELLE_DATA_DIR", _str),
+    "workers": ("GAZELLE_WORKERS", _int),
+    "threads": ("GAZELLE_THREADS", _int),
+    "target": ("GAZELLE_TARGET", _str),
+    "builder": ("GAZELLE_BUILDER", _str),
+    "registry": ("GAZELLE_REGISTRY", _str),
+    "registry_user": ("GAZELLE_REGISTRY_USER", _str),
+    "registry_password": ("GAZELLE_REGISTRY_PASSWORD", _str),
+    "database_url": ("GAZELLE_DATABASE_URL", _str),
+    "k8s_namespace": ("GAZELLE_K8S_NAMESPACE", _str),
+    "base_images": ("GAZELLE_BASE_IMAGES", _json_map),
+    "public_url": ("GAZELLE_PUBLIC_URL", _str),
+    "max_bundle_bytes": ("GAZELLE_MAX_BUNDLE_BYTES", _int),
+    "drain_seconds": ("GAZELLE_DRAIN_SECONDS", _float),
+    "stop_grace": ("GAZELLE_STOP_GRACE", _float),
+    "sanity_timeout": ("GAZELLE_SANITY_TIMEOUT", _float),
+    "run_jobs": ("GAZELLE_RUN_JOBS", _bool),
+    "stage_delay": ("GAZELLE_TEST_STAGE_DELAY", _stage_delay),
+}
+
+ENVIRONMENT_VARIABLES = {field_name: variable for field_name, (variable, _) in _ENV.items()}

@@ -1,0 +1,55 @@
+"""The one place that reads the settings and picks implementations: which builder, registry and target.
+
+Everything else receives the pieces it needs. Pairings are fixed by what a target can run: the local
+target runs what ``VenvBuilder`` makes (an environment on this host, nothing to push); image builders
+(``append``, ``docker``) pair with image-running targets (``docker``, ``kubernetes``), which this
+version does not ship yet. Constructors do no I/O, so wiring is cheap and has no side effects.
+"""
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+
+from gazelle.errors import ConfigError
+from gazelle.server.builders import Builder
+from gazelle.server.pipeline import Publish
+from gazelle.server.settings import TARGETS, Settings
+from gazelle.server.targets import Target
+
+log = logging.getLogger("gazelle.server")
+
+AVAILABLE_TARGETS = ("local",)
+DEFAULT_BUILDER = {"local": "venv", "docker": "docker", "kubernetes": "append"}
+PAIRS = {"local": ("venv",), "docker": ("docker", "append"), "kubernetes": ("append", "docker")}
+
+
+@dataclass(frozen=True)
+class Wiring:
+    builder: Builder
+    target: Target
+    publish: Publish | None = None   # None: the target runs builds in place (the push stage is skipped)
+
+
+def build(settings: Settings) -> Wiring:
+    """Builder, registry and target for ``settings``; ConfigError names any impossible choice."""
+    target_name = settings.target
+    if target_name not in TARGETS:
+        raise ConfigError(f"unknown target {target_name!r}; valid targets: {', '.join(TARGETS)}")
+    builder_name = settings.builder or DEFAULT_BUILDER[target_name]
+    if builder_name not in PAIRS[target_name]:
+        raise ConfigError(f"the {target_name} target cannot run what the {builder_name} builder makes; "
+                          f"valid builders for it: {', '.join(PAIRS[target_name])}")
+    if target_name not in AVAILABLE_TARGETS:
+        raise ConfigError(f"the {target_name} target is not available in this version of gazelle; "
+                          f"valid targets: {', '.join(AVAILABLE_TARGETS)}")
+    if settings.registry:
+        log.warning("the local target pushes nothing: the registry %s is not used", settings.registry)
+    from gazelle.server.builders.venv import VenvBuilder
+    from gazelle.server.targets.local import LocalTarget
+
+    return Wiring(builder=VenvBuilder(settings.data_dir), target=LocalTarget(settings.data_dir))
+
+
+def secrets_of(settings: Settings) -> tuple[str, ...]:
+    """Configured secret values, to scrub from anything recorded."""
+    return tuple(s for s in (settings.registry_password,) if s)

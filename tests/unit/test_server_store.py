@@ -1,0 +1,124 @@
+"""The store's behaviour on SQLite. ``tests/integration/test_server_store_postgres.py`` runs these same
+tests against PostgreSQL by providing its own ``store`` fixture."""
+from __future__ import annotations
+
+import threading
+from pathlib import Path
+from typing import Iterator
+
+import pytest
+
+from gazelle.server.store import Store
+
+MANIFEST = {"name": "lens", "python": "3.11.7", "sample": ["a"]}
+
+
+@pytest.fixture
+def store(tmp_path: Path) -> Iterator[Store]:
+    s = Store(f"sqlite:///{tmp_path / 'gazelle.db'}")
+    s.create_schema()
+    try:
+        yield s
+    finally:
+        s.close()
+
+
+def test_versions_are_numbered_per_model_from_1(store: Store) -> None:
+    assert [store.add_version("lens", f"sha256:{i}", MANIFEST, public=False, replicas=1)[0].version
+            for i in range(3)] == [1, 2, 3]
+    assert store.add_version("other", "sha256:0", MANIFEST, public=False, replicas=1)[0].version == 1
+
+
+def test_the_same_digest_is_the_same_version(store: Store) -> None:
+    first, created = store.add_version("lens", "sha256:aa", MANIFEST, public=False, replicas=1)
+    again, created_again = store.add_version("lens", "sha256:aa", MANIFEST, public=True, replicas=2)
+    assert created and not created_again
+    assert again.version == first.version == 1
+    assert again.manifest == MANIFEST
+
+
+def test_concurrent_uploads_get_distinct_dense_numbers(store: Store) -> None:
+    numbers: list[int] = []
+    lock = threading.Lock()
+
+    def upload(i: int) -> None:
+        row, _ = store.add_version("lens", f"sha256:{i}", MANIFEST, public=False, replicas=1)
+        with lock:
+            numbers.append(row.version)
+
+    threads = [threading.Thread(target=upload, args=(i,)) for i in range(8)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert sorted(numbers) == list(range(1, 9))
+
+
+def test_switch_live_replaces_the_previous_version_atomically(store: Store) -> None:
+    for i in range(2):
+        store.add_version("lens", f"sha256:{i}", MANIFEST, public=i == 1, replicas=1)
+    assert store.switch_live("lens", 1) is None
+    assert store.model("lens").live_version == 1  # type: ignore[union-attr]
+    assert store.switch_live("lens", 2) == 1
+    model = store.model("lens")
+    assert model is not None and model.live_version == 2 and model.public is True
+    statuses = {v.version: v.status for v in store.versions("lens")}
+    assert statuses == {1: "ready", 2: "live"}
+    assert [v.version for v in store.live_versions()] == [2]
+
+
+def test_a_queued_job_is_claimed_once(store: Store) -> None:
+    store.create_job("j1", "lens", 1, "deploy", [{"name": "check"}])
+    assert store.claim_job("j1") is True
+    assert store.claim_job("j1") is False
+    job = store.job("j1")
+    assert job is not None and job.status == "running" and job.started is not None
+
+
+def test_jobs_come_back_in_the_order_they_were_queued(store: Store) -> None:
+    for i in range(5):
+        store.create_job(f"j{i}", "lens" if i % 2 else "other", i, "deploy", [])
+    assert [j.id for j in store.jobs(statuses=["queued"])] == ["j0", "j1", "j2", "j3", "j4"]
+    assert [j.id for j in store.jobs(model="lens")] == ["j1", "j3"]
+
+
+def test_job_updates_round_trip_json_fields(store: Store) -> None:
+    store.create_job("j1", "lens", 1, "deploy", [{"name": "check", "status": "pending"}])
+    store.update_job("j1", status="failed", stage="check", stages=[{"name": "check", "status": "failed"}],
+                     error={"stage": "check", "message": "bad", "logs": ["a", "b"]}, finished=2.0)
+    job = store.job("j1")
+    assert job is not None
+    assert job.error == {"stage": "check", "message": "bad", "logs": ["a", "b"]}
+    assert job.stages == [{"name": "check", "status": "failed"}] and job.finished == 2.0
+    assert store.job_counts() == {"failed": 1}
+
+
+def test_events_replay_in_order_after_an_id(store: Store) -> None:
+    ids = [store.add_event("j1", "log", {"line": str(i)}) for i in range(4)]
+    store.add_event("j2", "log", {"line": "other job"})
+    assert [e.data["line"] for e in store.events("j1")] == ["0", "1", "2", "3"]
+    assert [e.data["line"] for e in store.events("j1", after=ids[1])] == ["2", "3"]
+
+
+def test_delete_model_forgets_versions_and_returns_unused_digests(store: Store) -> None:
+    store.add_version("lens", "sha256:aa", MANIFEST, public=False, replicas=1)
+    store.add_version("lens", "sha256:bb", MANIFEST, public=False, replicas=1)
+    store.switch_live("lens", 2)
+    assert store.delete_model("lens") == ["sha256:aa", "sha256:bb"]
+    assert store.model("lens") is None and store.versions("lens") == []
+    assert store.add_version("lens", "sha256:aa", MANIFEST, public=False, replicas=1)[0].version == 1
+
+
+def test_tokens_are_found_by_hash(store: Store) -> None:
+    row = store.add_token("ci", "deploy", "ab" * 32)
+    found = store.token_by_hash("ab" * 32)
+    assert found is not None and found.id == row.id and found.scope == "deploy" and found.name == "ci"
+    assert store.token_by_hash("cd" * 32) is None
+
+
+def test_set_public_changes_the_live_model_too(store: Store) -> None:
+    store.add_version("lens", "sha256:aa", MANIFEST, public=False, replicas=1)
+    store.switch_live("lens", 1)
+    store.set_public("lens", 1, True)
+    assert store.model("lens").public is True  # type: ignore[union-attr]
+    assert store.version("lens", 1).public is True  # type: ignore[union-attr]
