@@ -295,8 +295,10 @@ class Pipeline:
         if releases:
             log.info("restoring %d live version(s): %s", len(releases),
                      ", ".join(f"{r.name} v{r.version}" for r in releases))
-            for running in self.target.restore(releases, lambda line: log.info("restore: %s", line)):
-                self.store.update_version(running.name, running.version, url=running.url)
+        # Always asked, even with nothing live: restore is also where a target finds the runtimes a
+        # previous server left behind, so that the loop below can stop the ones no longer wanted.
+        for running in self.target.restore(releases, lambda line: log.info("restore: %s", line)):
+            self.store.update_version(running.name, running.version, url=running.url)
         wanted = {(v.model, v.version) for v in live} | active
         for running in self.target.running():
             if (running.name, running.version) not in wanted:
