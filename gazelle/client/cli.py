@@ -1,0 +1,174 @@
+"""The client's sub-commands of ``gazelle`` (the parser is in ``gazelle.cli``).
+
+Output is for people: tables and short lines on stdout. Errors are raised as ``GazelleError`` and
+printed by ``gazelle.cli.main`` as one line on stderr with exit status 1. ``gazelle deploy MODEL.pkl``
+unpickles the file given: it is the user's own model, loaded on the user's own machine. Its
+``--sample`` file holds JSON rows; rows that are objects become a pandas DataFrame, as the model
+was presumably trained on one.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import tarfile
+from pathlib import Path
+from typing import Any, Iterable, Sequence
+
+from gazelle.client.config import resolve
+from gazelle.client.deployment import deploy_bundle
+from gazelle.client.endpoints import delete as delete_model
+from gazelle.client.endpoints import endpoint
+from gazelle.client.endpoints import rollback as rollback_to
+from gazelle.client.http import Client
+from gazelle.client.progress import TerminalProgress
+from gazelle.errors import BadRequest, GazelleError
+from gazelle.names import validate_name
+
+
+def _client(args: argparse.Namespace) -> Client:
+    return Client(resolve(getattr(args, "server", None), getattr(args, "token", None)))
+
+
+def table(header: Sequence[str], rows: Iterable[Sequence[Any]]) -> str:
+    """A plain text table, columns padded to their widest cell."""
+    cells = [[str(c) for c in header]] + [["" if c is None else str(c) for c in row] for row in rows]
+    widths = [max(len(row[i]) for row in cells) for i in range(len(header))]
+    return "\n".join("  ".join(c.ljust(w) for c, w in zip(row, widths)).rstrip() for row in cells)
+
+
+def _read_json(text: str, what: str) -> Any:
+    if text.startswith("@"):
+        path = Path(text[1:])
+        try:
+            text = path.read_text(encoding="utf-8")
+        except OSError as exc:
+            raise BadRequest(f"cannot read {what} file {str(path)!r}: {exc.strerror}") from None
+    try:
+        return json.loads(text)
+    except ValueError as exc:
+        raise BadRequest(f"{what} is not valid JSON: {exc}") from None
+
+
+def _load_bundle(path: Path, name: str | None, sample_file: str | None) -> Any:
+    from gazelle import bundle as bundles
+
+    if path.suffix == ".tar" or (path.suffix not in (".pkl", ".pickle") and tarfile.is_tarfile(path)):
+        if sample_file:
+            raise BadRequest("--sample applies to a pickled model; a bundle already carries its sample")
+        packed = bundles.read(path)
+        if name and name != packed.name:
+            raise BadRequest(f"{path.name} holds model {packed.name!r}, not {name!r}",
+                             hint="leave out --name, or save the bundle again under that name")
+        return packed
+    if not name:
+        raise BadRequest("--name is required to deploy a pickled model")
+    validate_name(name)
+    import cloudpickle
+
+    with path.open("rb") as f:
+        model = cloudpickle.load(f)
+    sample = None
+    if sample_file:
+        sample = _read_json("@" + sample_file, "--sample")
+        if isinstance(sample, dict) and "instances" in sample:
+            sample = sample["instances"]
+        if isinstance(sample, list) and sample and all(isinstance(row, dict) for row in sample):
+            import pandas as pd   # rows keyed by column: the model was trained on a DataFrame
+
+            sample = pd.DataFrame(sample)
+    return bundles.pack(model, name=name, sample=sample)
+
+
+def deploy(args: argparse.Namespace) -> int:
+    path = Path(args.path)
+    if not path.is_file():
+        raise BadRequest(f"no such file: {args.path}")
+    packed = _load_bundle(path, args.name, args.sample)
+    ep = deploy_bundle(packed, server=args.server, token=args.token, public=args.public, wait=args.wait)
+    if not args.wait:
+        print(f"accepted: {ep.name} version {ep.version}" + (f" (job {ep.job})" if ep.job else ""))
+        return 0
+    print(f"try it: {ep.url}/")
+    print(ep.curl())
+    return 0
+
+
+def list_models(args: argparse.Namespace) -> int:
+    with _client(args) as client:
+        answer = client.api("GET", "/models")
+    models = answer.get("models", []) if isinstance(answer, dict) else answer
+    if not models:
+        print("no models")
+        return 0
+    print(table(["NAME", "LIVE", "VERSIONS", "PUBLIC", "URL"],
+                ([m["name"], m.get("live_version") or "-", len(m.get("versions") or []),
+                  "yes" if m.get("public") else "no", m.get("url", "")] for m in models)))
+    return 0
+
+
+def status(args: argparse.Namespace) -> int:
+    name = validate_name(args.name)
+    with _client(args) as client:
+        model = client.api("GET", f"/models/{name}")
+    print(f"name:    {model['name']}")
+    print(f"url:     {model.get('url', '')}")
+    print(f"public:  {'yes' if model.get('public') else 'no'}")
+    print(f"live:    {model.get('live_version') or 'none'}")
+    versions = model.get("versions") or []
+    if versions:
+        print()
+        print(table(["VERSION", "STATUS", "CREATED", "DIGEST"],
+                    ([v.get("version"), v.get("status"), v.get("created", ""), str(v.get("digest", ""))[:19]]
+                     for v in versions)))
+    return 0
+
+
+def logs(args: argparse.Namespace) -> int:
+    name = validate_name(args.name)
+    with _client(args) as client:
+        answer = client.api("GET", f"/models/{name}/logs", params={"tail": "200"})
+    for line in answer.get("lines", []):
+        print(line)
+    return 0
+
+
+def rollback(args: argparse.Namespace) -> int:
+    name = validate_name(args.name)
+    ep = rollback_to(name, args.version, server=args.server, token=args.token, progress=TerminalProgress())
+    print(f"{name}: version {ep.version} is live")
+    return 0
+
+
+def delete(args: argparse.Namespace) -> int:
+    name = validate_name(args.name)
+    delete_model(name, server=args.server, token=args.token)
+    print(f"deleted {name}")
+    return 0
+
+
+def predict(args: argparse.Namespace) -> int:
+    body = _read_json(args.body, "the request body")
+    if isinstance(body, list):
+        body = {"instances": body}
+    if not isinstance(body, dict):
+        raise BadRequest('the request body must be an object like {"instances": [...]}')
+    ep = endpoint(args.name, server=args.server, token=args.token)
+    try:
+        answer = ep.predict_json(body)
+    finally:
+        ep.close()
+    print(json.dumps(answer, indent=2, ensure_ascii=False))
+    return 0
+
+
+def token_create(args: argparse.Namespace) -> int:
+    payload = {"scope": args.scope}
+    if args.name:
+        payload["name"] = args.name
+    with _client(args) as client:
+        answer = client.api("POST", "/tokens", json_body=payload)
+    token = answer.get("token") if isinstance(answer, dict) else None
+    if not token:
+        raise GazelleError("the server answered without a token")
+    print(token)
+    return 0
