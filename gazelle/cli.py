@@ -37,7 +37,8 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--data-dir", default=None, help="state directory (default ~/.gazelle)")
     s.add_argument("--workers", type=int, default=None, help="gunicorn workers")
     s.add_argument("--target", choices=["local", "docker", "kubernetes"], default=None)
-    s.add_argument("--builder", choices=["append", "docker"], default=None)
+    s.add_argument("--builder", choices=["venv", "append", "docker"], default=None,
+                   help="how bundles become runnable (default: the target's own: venv for local)")
     s.add_argument("--registry", default=None, help="HOST[:PORT]/PREFIX for images")
     s.set_defaults(func=_handler("gazelle.server.cli:serve"))
 

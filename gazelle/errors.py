@@ -18,6 +18,7 @@
     ├── RegistryError                 a container registry refused or failed (status, code, retryable)
     ├── TargetError                   a target could not run a release (pods, processes)
     ├── DeployError                   a deploy failed: which stage, why, the last log lines
+    ├── ServerUnreachable (ConnectionError) no Gazelle server answers at the configured URL
     └── APIError                      the client's view of an error answer from a Gazelle server
 
 Each error writes its own sentence from domain values. What a person in a notebook sees is
@@ -168,6 +169,13 @@ class DeployError(GazelleError):
         if self.logs:
             message += "\nlast log lines:\n" + "\n".join(f"  | {line}" for line in self.logs[-20:])
         super().__init__(message, **kw)
+
+
+class ServerUnreachable(GazelleError, ConnectionError):
+    """No Gazelle server answers at the URL the client was given."""
+
+    code = 503
+    type = "server_unreachable"
 
 
 class APIError(GazelleError):

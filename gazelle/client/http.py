@@ -19,8 +19,8 @@ import httpx
 from gazelle import __version__
 from gazelle.client.config import LOCAL_SERVER, Connection
 from gazelle.errors import (APIError, BadRequest, BundleError, Conflict, Forbidden, GazelleError, InvalidName,
-                            MethodNotAllowed, ModelError, NotFound, PayloadTooLarge, SchemaError, Unauthorized,
-                            UnsupportedMediaType)
+                            MethodNotAllowed, ModelError, NotFound, PayloadTooLarge, SchemaError,
+                            ServerUnreachable, Unauthorized, UnsupportedMediaType)
 
 API = "/api/v1"
 
@@ -50,12 +50,12 @@ def origin(url: str) -> str:
     return f"{parts.scheme}://{parts.netloc}"
 
 
-def unreachable(url: str, cause: Exception) -> GazelleError:
+def unreachable(url: str, cause: Exception) -> ServerUnreachable:
     where = origin(url)
     hint = "start one with `gazelle server`, or set GAZELLE_SERVER"
     if where != LOCAL_SERVER:
         hint = "check the URL and that the server runs; set it with GAZELLE_SERVER or configure(server=...)"
-    return GazelleError(f"no Gazelle server at {where}", hint=hint, detail=f"{type(cause).__name__}: {cause}")
+    return ServerUnreachable(f"no Gazelle server at {where}", hint=hint, detail=f"{type(cause).__name__}: {cause}")
 
 
 def error_from_answer(response: httpx.Response) -> GazelleError:

@@ -193,8 +193,9 @@ def test_connection_refused_names_the_server_and_how_to_start_one(monkeypatch, t
     configure()
     monkeypatch.delenv("GAZELLE_SERVER", raising=False)
     url = f"http://127.0.0.1:{free_port()}"
-    with pytest.raises(GazelleError) as err:
+    with pytest.raises(ConnectionError) as err:
         gazelle.list_models(server=url, token="gz_secret_never_shown_1234567890")
+    assert isinstance(err.value, GazelleError)
     assert str(err.value).startswith(f"no Gazelle server at {url}")
     assert "gz_secret" not in str(err.value) and "gz_secret" not in (err.value.detail or "")
 
