@@ -138,8 +138,7 @@ class Endpoint:
         access = ("public: anyone who can reach the server can call it" if self.public else
                   "needs a token with the predict scope (<code>gazelle token create --scope predict</code>)")
         version = f" version {self.version}" if self.version is not None else ""
-        # The gateway wants the token in a header, which a browser does not send.
-        try_note = "" if self.public else " (a browser opens it only for models deployed with public=True)"
+        try_note = "" if self.public else " (the page asks for a predict token first)"
         return (
             "<div style='font-family:sans-serif;line-height:1.5'>"
             f"<div><b>{html.escape(self.name)}</b>{version} &middot; {access}</div>"

@@ -116,13 +116,13 @@ class Auth:
         return row
 
     def authorize_predict(self, route: Any) -> None:
-        """For the gateway: pass public models; others need a predict token (reads flask.request)."""
+        """For the gateway: pass public models; others need a predict token, from the Authorization
+        header or the browser sign-in cookie (reads flask.request)."""
         if getattr(route, "public", False):
             return
-        from flask import request
+        from gazelle.server.gateway import presented_authorization
 
-        self.check(request.headers.get("Authorization"), "predict",
-                   f"model {getattr(route, 'name', '?')}")
+        self.check(presented_authorization(), "predict", f"model {getattr(route, 'name', '?')}")
 
 
 def _read_token_file(path: Path) -> str:

@@ -12,6 +12,12 @@ headers and ``Authorization`` (the runtime needs no token) do not. ``X-Forwarded
 -Prefix`` are added, ``X-Request-ID`` is passed through (made when absent) and echoed back. One pooled
 HTTP client per process keeps connections to the runtimes alive.
 
+Browsers: a private model's page opened in a browser (a GET that accepts HTML, with no token) gets a
+small sign-in form instead of a JSON 401. The form posts the token to ``/m/{name}/_gazelle/signin``,
+which stores it in an HttpOnly, SameSite=Strict cookie for ``/m/``, so the try-it page and its
+``predict`` calls carry it; tokens never travel in URLs. ``presented_authorization()`` is what the
+authorizer reads: the Authorization header, else that cookie. Cookies are never forwarded.
+
 Switch-over: when the connection to a version fails before any answer byte arrives (refused or reset:
 a version that has just stopped), the route is resolved again and the request sent once more, to
 whatever is live now. Predictions are idempotent, so this is safe; a body larger than
@@ -30,9 +36,10 @@ from urllib.parse import quote
 
 import httpx
 from flask import Blueprint, Response, jsonify, redirect, request
+from markupsafe import escape
 from werkzeug.wrappers import Response as BaseResponse
 
-from gazelle.errors import GazelleError, NotFound
+from gazelle.errors import GazelleError, NotFound, Unauthorized
 
 REPLAY_LIMIT = 16 * 1024 * 1024
 CHUNK = 64 * 1024
@@ -42,11 +49,13 @@ METHODS = ["GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"]
 # RFC 9110 7.6.1 connection-specific fields, never forwarded either way.
 HOP_BY_HOP = frozenset({"connection", "keep-alive", "proxy-authenticate", "proxy-authorization", "te",
                         "trailer", "trailers", "transfer-encoding", "upgrade", "proxy-connection"})
-_DROP_REQUEST = HOP_BY_HOP | {"authorization", "host", "content-length", "x-forwarded-for",
+_DROP_REQUEST = HOP_BY_HOP | {"authorization", "cookie", "host", "content-length", "x-forwarded-for",
                               "x-forwarded-proto", "x-forwarded-host", "x-forwarded-prefix", "x-request-id"}
 # The gateway's own server writes these; two of each would confuse clients.
 _DROP_RESPONSE = HOP_BY_HOP | {"date", "server"}
 _REQUEST_ID = re.compile(r"^[A-Za-z0-9._:\-]{1,128}$")
+TOKEN_COOKIE = "gazelle_token"
+TOKEN_COOKIE_SECONDS = 8 * 3600
 
 
 @dataclass(frozen=True)
@@ -85,6 +94,15 @@ def gateway_blueprint(resolve: Resolve, authorize: Authorize) -> Blueprint:
     @bp.errorhandler(GazelleError)
     def _error(err: GazelleError) -> Any:
         return jsonify(err.to_json()), err.code
+
+    @bp.route("/m/<name>/_gazelle/signin", methods=["POST"])
+    def signin(name: str) -> BaseResponse:
+        answer = redirect(f"{request.script_root}/m/{quote(name)}/", code=303)
+        token = (request.form.get("token") or "").strip()
+        if token:
+            answer.set_cookie(TOKEN_COOKIE, token, max_age=TOKEN_COOKIE_SECONDS, path=f"{request.script_root}/m/",
+                              httponly=True, samesite="Strict", secure=request.is_secure)
+        return answer
 
     @bp.route("/m/<name>", methods=METHODS, provide_automatic_options=False)
     def to_slash(name: str) -> Any:
@@ -125,7 +143,12 @@ def _lookup(resolve: Resolve, name: str, version: int | None) -> Route:
 
 def _forward(resolve: Resolve, authorize: Authorize, name: str, version: int | None, rest: str) -> Response:
     route = _lookup(resolve, name, version)
-    authorize(route)
+    try:
+        authorize(route)
+    except Unauthorized as err:
+        if request.method == "GET" and "text/html" in request.headers.get("Accept", ""):
+            return _signin_page(name, err)
+        raise
     request_id = request.headers.get("X-Request-ID", "")
     if not _REQUEST_ID.match(request_id):
         request_id = uuid.uuid4().hex
@@ -146,6 +169,34 @@ def _forward(resolve: Resolve, authorize: Authorize, name: str, version: int | N
         except httpx.TimeoutException:
             raise UpstreamTimeout(route) from None
     return _response(upstream, request_id, request.script_root + prefix)
+
+
+def presented_authorization() -> str | None:
+    """The caller's credentials as an Authorization header value: the header, else the sign-in cookie."""
+    header = request.headers.get("Authorization")
+    if header:
+        return header
+    cookie = request.cookies.get(TOKEN_COOKIE)
+    return f"Bearer {cookie}" if cookie else None
+
+
+def _signin_page(name: str, err: Unauthorized) -> Response:
+    tried = TOKEN_COOKIE in request.cookies
+    note = "That token was not accepted. " if tried else ""
+    html = f"""<!doctype html><html lang="en"><head><meta charset="utf-8"><title>{escape(name)}: sign in</title>
+<style>body{{font:16px system-ui,sans-serif;max-width:32rem;margin:4rem auto;padding:0 1rem;color:#222}}
+input{{width:100%;padding:.5rem;font:inherit;box-sizing:border-box}}button{{margin-top:.75rem;padding:.5rem 1rem;font:inherit}}
+.note{{color:#a33}}</style></head><body>
+<h1>Model {escape(name)}</h1>
+<p class="note">{escape(note)}This model is private: paste a token with the <code>predict</code> scope
+(<code>gazelle token create --scope predict</code>).</p>
+<form method="post" action="{escape(request.script_root)}/m/{escape(quote(name))}/_gazelle/signin"><label for="token">Token</label>
+<input id="token" name="token" type="password" autocomplete="off" required autofocus>
+<button type="submit">Open the model</button></form></body></html>"""
+    answer = Response(html, status=err.code, mimetype="text/html")
+    answer.headers["WWW-Authenticate"] = "Bearer"
+    answer.headers["Cache-Control"] = "no-store"
+    return answer
 
 
 def _has_body() -> bool:

@@ -12,7 +12,7 @@ from flask import Flask, Response, jsonify, redirect, request
 from werkzeug.serving import make_server
 
 from gazelle.errors import Unauthorized
-from gazelle.server.gateway import REPLAY_LIMIT, Route, gateway_blueprint
+from gazelle.server.gateway import REPLAY_LIMIT, TOKEN_COOKIE, Route, gateway_blueprint, presented_authorization
 
 
 def _echo_app(label: str) -> Flask:
@@ -119,7 +119,7 @@ class Gateway:
 
     def authorize(self, route: Route) -> None:
         self.authorized.append(route)
-        if not route.public and request.headers.get("Authorization") != "Bearer good":
+        if not route.public and presented_authorization() != "Bearer good":
             raise Unauthorized("this call needs a token")
 
 
@@ -292,3 +292,44 @@ def test_chunked_request_body_is_streamed_to_the_runtime(gw: Gateway) -> None:
                          environ_overrides={"wsgi.input_terminated": True})
     assert got.status_code == 200
     assert len(got.get_json()["body"]) == len(body)
+
+
+# -- browsers and private models ---------------------------------------------------------------------
+
+@pytest.fixture
+def private(gw: Gateway, upstreams: dict[int, _Server]) -> Gateway:
+    gw.add("secret", 1, upstreams[1].url, public=False)
+    gw.live["secret"] = [1]
+    return gw
+
+
+def test_a_browser_without_a_token_gets_a_signin_form_not_json(private: Gateway) -> None:
+    got = private.client.get("/m/secret/", headers={"Accept": "text/html,application/xhtml+xml,*/*;q=0.8"})
+    assert got.status_code == 401
+    assert got.mimetype == "text/html" and got.headers["WWW-Authenticate"] == "Bearer"
+    page = got.get_data(as_text=True)
+    assert 'action="/m/secret/_gazelle/signin"' in page and 'name="token"' in page
+
+
+def test_an_api_client_without_a_token_still_gets_a_json_401(private: Gateway) -> None:
+    got = private.client.get("/m/secret/metadata", headers={"Accept": "*/*"})
+    assert got.status_code == 401
+    assert got.get_json()["error"]["type"] == "unauthorized"
+
+
+def test_signin_sets_a_strict_httponly_cookie_and_the_page_then_opens(private: Gateway) -> None:
+    got = private.client.post("/m/secret/_gazelle/signin", data={"token": "good"})
+    assert got.status_code == 303 and got.headers["Location"].endswith("/m/secret/")
+    cookie = got.headers["Set-Cookie"]
+    assert cookie.startswith(f"{TOKEN_COOKIE}=good") and "HttpOnly" in cookie
+    assert "SameSite=Strict" in cookie and "Path=/m/" in cookie
+    page = private.client.get("/m/secret/predict", headers={"Accept": "text/html"})
+    assert page.status_code == 200
+    seen = page.get_json()["headers"]
+    assert "cookie" not in seen and "authorization" not in seen, "credentials must not reach the runtime"
+
+
+def test_a_wrong_token_in_the_cookie_shows_the_form_again_with_a_note(private: Gateway) -> None:
+    private.client.post("/m/secret/_gazelle/signin", data={"token": "bad"})
+    got = private.client.get("/m/secret/", headers={"Accept": "text/html"})
+    assert got.status_code == 401 and "not accepted" in got.get_data(as_text=True)
