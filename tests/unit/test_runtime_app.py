@@ -385,3 +385,20 @@ def test_bundle_naming_a_method_the_model_lacks_fails_to_load_saying_so(accounts
     manifest = {**accounts_bundle.manifest, "method": "transform_all"}
     with pytest.raises(ModelLoadFailed, match="'transform_all'"):
         create_app(bundles.Bundle(manifest=manifest, data=accounts_bundle.data), settings=SETTINGS)
+
+
+@pytest.mark.parametrize("body, content_type", [
+    ({"instances": ["taxi to conference"]}, "application/json"),
+    ({"instances": [5]}, "application/json"),
+    (b'{"instances": [', "application/json"),
+    ({"instances": ["x"]}, "text/plain"),
+    ({"rows": ["x"]}, "application/json"),
+])
+def test_plain_predict_fast_path_answers_exactly_as_the_flask_view(accounts, body, content_type):
+    # POST /predict skips Flask's dispatch; with a query string the same request goes through Flask.
+    fast = post(accounts, body, content_type=content_type, headers={"X-Request-ID": "same"})
+    routed = post(accounts, body, path="/predict?proba=false", content_type=content_type,
+                  headers={"X-Request-ID": "same"})
+    assert (fast.status_code, fast.get_json()) == (routed.status_code, routed.get_json())
+    assert fast.headers["Content-Type"] == routed.headers["Content-Type"]
+    assert fast.headers["X-Request-ID"] == "same"
