@@ -4,7 +4,7 @@ prediction through the endpoint.
 Each round starts a real ``gazelle server`` (gunicorn) on a free loopback port with a fresh data dir
 (so no environment is cached), then measures three deploys of the account-suggestion model:
 
-- ``cold``: a bundle whose pins the server's own environment lacks (``--pin``, default six), so the
+- ``cold``: a bundle whose pins the server's own environment lacks (``--pin``, default inflection), so the
   local target builds a virtualenv with ``pip`` (from the pip cache and the configured index);
 - ``warm``: another model (other training data, so another bundle) with the same pins under a new
   name: the environment is cached;
@@ -67,9 +67,9 @@ def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--rounds", type=int, default=3)
     p.add_argument("--pin", action="append", default=None,
-                   help="an extra pin the server lacks (repeatable; default six==1.17.0)")
+                   help="an extra pin the server lacks (repeatable; default inflection==0.5.1)")
     args = p.parse_args(argv)
-    pins = args.pin or ["six==1.17.0"]
+    pins = args.pin or ["inflection==0.5.1"]
     runs = []
     with tempfile.TemporaryDirectory(prefix="gazelle-bench-deploy-") as tmp:
         for index in range(args.rounds):

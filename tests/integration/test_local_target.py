@@ -105,12 +105,12 @@ def test_model_that_raises_while_loading_fails_with_its_own_message(tmp_path: Pa
 
 def test_environment_mismatch_fails_with_the_differences(tmp_path: Path, target: LocalTarget) -> None:
     path, manifest = store(tmp_path, VersionLabel("x"), name="mismatch", sample=TEXT_SAMPLE,
-                           requirements=["six==1.17.0"])
-    # Run it in the server's interpreter, which lacks six, as if the builder had been wrong.
+                           requirements=["inflection==0.5.1"])
+    # Run it in the server's interpreter, which lacks inflection, as if the builder had been wrong.
     with pytest.raises(TargetError) as failed:
         target.deploy(release("mismatch", 1, make_ref(sys.executable, path), manifest), Lines())
     assert str(failed.value).startswith("environment mismatch: ")
-    assert "six" in str(failed.value)
+    assert "inflection" in str(failed.value)
     assert target.running() == []
 
 
@@ -118,13 +118,13 @@ def test_impossible_pin_fails_the_build_naming_it_and_the_previous_version_keeps
         tmp_path: Path, target: LocalTarget) -> None:
     v1 = _deploy_label(tmp_path, target, "accounts", 1)
     path, manifest = store(tmp_path, VersionLabel("v2"), name="accounts", sample=TEXT_SAMPLE,
-                           requirements=["six==0.0.1"])
+                           requirements=["inflection==0.0.1"])
     lines = Lines()
     with pytest.raises(TargetError) as failed:
         VenvBuilder(tmp_path).build(path, manifest, lines)
-    assert "six==0.0.1" in str(failed.value)
-    assert failed.value.detail and "six" in failed.value.detail
-    assert any("six" in line for line in lines.lines)   # pip's own output was streamed
+    assert "inflection==0.0.1" in str(failed.value)
+    assert failed.value.detail and "inflection" in failed.value.detail
+    assert any("inflection" in line for line in lines.lines)   # pip's own output was streamed
     envs = tmp_path / "envs"
     assert [p.name for p in envs.iterdir() if not p.name.endswith(".lock")] == []   # no half environment
 
@@ -151,9 +151,9 @@ def venv_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 @pytest.fixture(scope="module")
 def venv_built(venv_dir: Path) -> tuple[str, Path, dict[str, Any], Lines]:
-    """A bundle whose pins the server lacks (six), built once: (ref, path, manifest, build log)."""
-    path, manifest = store(venv_dir, VersionLabel("from-venv"), name="sixer", sample=TEXT_SAMPLE,
-                           requirements=["six==1.17.0"])
+    """A bundle whose pins the server lacks (inflection), built once: (ref, path, manifest, build log)."""
+    path, manifest = store(venv_dir, VersionLabel("from-venv"), name="inflected", sample=TEXT_SAMPLE,
+                           requirements=["inflection==0.5.1"])
     lines = Lines()
     ref = VenvBuilder(venv_dir).build(path, manifest, lines)
     return ref, path, manifest, lines
@@ -165,13 +165,13 @@ def test_pins_the_server_lacks_get_a_virtualenv_that_serves_the_model(venv_dir: 
     assert bundle == path
     assert Path(python).parent.parent.parent == venv_dir / "envs"
     assert "creating the environment" in lines.text()
-    assert any("six" in line.lower() for line in lines.lines)   # pip's output streamed to the job
+    assert any("inflection" in line.lower() for line in lines.lines)   # pip's output streamed to the job
     target = LocalTarget(venv_dir, workers=1, ready_timeout=90)
     try:
-        running = target.deploy(release("sixer", 1, ref, manifest), Lines())
+        running = target.deploy(release("inflected", 1, ref, manifest), Lines())
         status, answer = call(f"{running.url}/predict", {"instances": ["lunch"]})
         assert (status, answer["predictions"], answer["version"]) == (200, ["from-venv"], 1)
-        pid = _pid(venv_dir, "sixer", 1)
+        pid = _pid(venv_dir, "inflected", 1)
         exe = os.path.realpath(f"/proc/{pid}/exe")
         assert Path(python).resolve() == Path(exe) or Path(f"/proc/{pid}/cmdline").read_bytes().startswith(
             python.encode())
@@ -186,8 +186,8 @@ def test_second_build_with_the_same_pins_reuses_the_environment(venv_dir: Path, 
     env_dir = Path(parse_ref(ref)[0]).parent.parent
     stat = env_dir.stat()
 
-    path, manifest = store(venv_dir, VersionLabel("another"), name="sixer", sample=TEXT_SAMPLE,
-                           requirements=["six==1.17.0"])
+    path, manifest = store(venv_dir, VersionLabel("another"), name="inflected", sample=TEXT_SAMPLE,
+                           requirements=["inflection==0.5.1"])
     lines = Lines()
     again = VenvBuilder(venv_dir).build(path, manifest, lines)
     assert parse_ref(again)[0] == parse_ref(ref)[0]
@@ -198,7 +198,7 @@ def test_second_build_with_the_same_pins_reuses_the_environment(venv_dir: Path, 
 
 def test_concurrent_builds_of_one_environment_build_it_once(tmp_path: Path) -> None:
     bundles = [store(tmp_path, VersionLabel(f"l{i}"), name="twin", sample=TEXT_SAMPLE,
-                     requirements=["six==1.17.0"]) for i in range(2)]
+                     requirements=["inflection==0.5.1"]) for i in range(2)]
     logs = [Lines(), Lines()]
     refs: list[str] = []
     threads = [threading.Thread(target=lambda b=b, log=log: refs.append(VenvBuilder(tmp_path).build(*b, log)))

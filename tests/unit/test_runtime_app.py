@@ -402,3 +402,10 @@ def test_plain_predict_fast_path_answers_exactly_as_the_flask_view(accounts, bod
     assert (fast.status_code, fast.get_json()) == (routed.status_code, routed.get_json())
     assert fast.headers["Content-Type"] == routed.headers["Content-Type"]
     assert fast.headers["X-Request-ID"] == "same"
+
+
+def test_openapi_documents_of_every_schema_kind_are_valid_openapi_3(accounts, tensor, table):
+    from openapi_spec_validator import validate
+
+    for client in (accounts, tensor, table):
+        validate(client.get("/openapi.json").get_json())

@@ -1,0 +1,13 @@
+"""The build server's OpenAPI document validates against the OpenAPI 3 specification."""
+from __future__ import annotations
+
+from openapi_spec_validator import validate
+
+from gazelle.server.openapi import document
+
+
+def test_openapi_document_is_valid_openapi_3() -> None:
+    spec = document("http://127.0.0.1:8000")
+    validate(spec)   # raises on any violation of the OpenAPI 3 schema
+    assert spec["openapi"].startswith("3.")
+    assert "/api/v1/models/{name}/versions" in spec["paths"] or "/models/{name}/versions" in spec["paths"]
