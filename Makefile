@@ -26,7 +26,7 @@ test: venv
 	bash testenv/run-tests.sh
 
 demo: venv
-	$(PY) -m gazelle.demo
+	$(PY) notebooks/demo.py
 
 bench: venv
 	$(PY) bench/runtime.py
