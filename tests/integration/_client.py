@@ -12,6 +12,8 @@ import httpx
 import psutil
 import pytest
 
+from tests.integration._server import runtime_pids
+
 from gazelle.client import configure
 from gazelle.client.localserver import LocalServer
 
@@ -27,17 +29,6 @@ def client_env(server: LocalServer) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("GAZELLE_")}
     env.update(GAZELLE_SERVER=server.url, GAZELLE_TOKEN=server.token or "", PYTHONPATH=str(ROOT))
     return env
-
-
-def runtime_pids(data_dir: Path) -> list[int]:
-    """Runtime processes serving bundles of ``data_dir`` (their command line names a path in it)."""
-    marker = str(data_dir)
-    found = []
-    for proc in psutil.process_iter(["pid", "cmdline"]):
-        cmdline = proc.info.get("cmdline") or []
-        if "runtime" in cmdline and any(marker in part for part in cmdline):
-            found.append(int(proc.info["pid"]))
-    return found
 
 
 def kill_everything_of(data_dir: Path) -> None:
