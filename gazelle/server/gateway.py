@@ -188,7 +188,7 @@ def _signin_page(name: str, err: Unauthorized) -> Response:
 input{{width:100%;padding:.5rem;font:inherit;box-sizing:border-box}}button{{margin-top:.75rem;padding:.5rem 1rem;font:inherit}}
 .note{{color:#a33}}</style></head><body>
 <h1>Model {escape(name)}</h1>
-<p class="note">{escape(note)}This model is private: paste a token with the <code>predict</code> scope
+<p><span class="note">{escape(note)}</span>This model is private: paste a token with the <code>predict</code> scope
 (<code>gazelle token create --scope predict</code>).</p>
 <form method="post" action="{escape(request.script_root)}/m/{escape(quote(name))}/_gazelle/signin"><label for="token">Token</label>
 <input id="token" name="token" type="password" autocomplete="off" required autofocus>
