@@ -291,6 +291,62 @@ def test_delete_stops_all_versions_and_forgets_their_logs(tmp_path: Path, target
     assert not list((tmp_path / "run").glob("gone-*"))
 
 
+# -- supervision ---------------------------------------------------------------------------------------
+
+
+def _watchdogs() -> int:
+    return sum(t.name == "gazelle-watchdog" and t.is_alive() for t in threading.enumerate())
+
+
+def _predictions(url: str, within: float) -> Any:
+    """What ``{url}/predict`` answers once it answers 200 again, or None after ``within`` seconds."""
+    deadline = time.monotonic() + within
+    while time.monotonic() < deadline:
+        try:
+            status, answer = call(f"{url}/predict", {"instances": [[0.0]]}, timeout=5)
+        except OSError:
+            status = 0
+        if status == 200:
+            return answer["predictions"]
+        time.sleep(0.25)
+    return None
+
+
+def test_watchdog_restarts_a_killed_runtime_on_the_same_url(tmp_path: Path, target: LocalTarget) -> None:
+    running = _deploy_label(tmp_path, target, "lazarus", 1)
+    pid = _pid(tmp_path, "lazarus", 1)
+    os.killpg(pid, signal.SIGKILL)   # the runtime runs in its own process group: master and workers
+    assert _gone(pid)
+
+    assert _predictions(running.url, within=60) == ["lazarus-v1"]
+    assert _pid(tmp_path, "lazarus", 1) != pid
+    assert target.running() == [running]
+    log = "\n".join(target.logs("lazarus", 1))
+    assert "runtime_exited" in log and "killed by SIGKILL" in log
+    assert f"was restarted on port {running.url.rpartition(':')[2]}" in log
+
+
+def test_watchdog_does_not_undo_a_stop_and_ends_with_shutdown(tmp_path: Path, target: LocalTarget) -> None:
+    running = _deploy_label(tmp_path, target, "rest", 1)
+    pid = _pid(tmp_path, "rest", 1)
+    watchdogs = _watchdogs()
+    assert watchdogs >= 1
+    target.stop("rest", 1, grace=5)
+    assert _gone(pid)
+
+    # Several watchdog rounds (one a second, the first restart after 1 s) must pass with nothing back.
+    deadline = time.monotonic() + 5.0
+    while time.monotonic() < deadline:
+        assert not _port_open(running.url)
+        assert not (tmp_path / "run" / "rest-v1.json").exists()
+        assert target.running() == []
+        time.sleep(0.2)
+    assert not any("runtime_restarted" in line or "runtime_exited" in line for line in target.logs("rest", 1))
+
+    target.shutdown(grace=5)
+    assert _watchdogs() == watchdogs - 1
+
+
 # -- reading pip and the server's own environment (no processes) -----------------------------------------
 
 

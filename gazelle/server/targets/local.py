@@ -15,9 +15,19 @@ Lifetime, by choice:
 - Processes started here are reaped by a waiting thread each, so none becomes a zombie. Adopted
   processes are not our children; the system reaps them.
 
+Supervision (``_supervise.Watchdog``, one thread started by the first ``deploy`` or ``restore`` and
+stopped by ``shutdown``): a version whose runtime exited without being asked to (a crash, the OOM
+killer, a stray ``kill``) is started again with the same command and environment on the SAME port,
+since the store and the gateway's routes hold its URL, after killing its leftover workers. Restarts
+back off (1 s, 2 s ... 30 s) while the restarted runtime never answers; a port someone else took is
+retried with the same backoff. Exits and restarts are JSON lines in the version's log, exit status or
+signal included. ``stop``, ``delete``, ``shutdown`` and ``deploy`` take a version out of supervision
+under the lock the watchdog restarts under, and ``deploy`` hands it over only once it answers.
+
 Limits: ``release.replicas`` is not used (one process group per version; ``workers`` sets its
-gunicorn workers). A version that dies while serving is not restarted until the next ``restore``
-or deploy. State lives in one server process: run one build server per data directory.
+gunicorn workers). An adopted runtime's exit status is unknown (it is not our child). A runtime that
+hangs without exiting is not restarted. State lives in one server process: run one build server per
+data directory; only the process that deploys and restores (the job runner) supervises.
 """
 from __future__ import annotations
 
@@ -37,16 +47,26 @@ from typing import Any
 from gazelle.errors import TargetError
 from gazelle.server.builders.venv import parse_ref
 from gazelle.server.targets import Log, Release, Running
+from gazelle.server.targets._supervise import Watchdog
 
 READY_PATH = "/v2/health/ready"
 _EXIT_MISMATCH = 3
 _EXIT_MODEL = 4
 _TAIL = 40
 _PORT_ATTEMPTS = 3
+_PORT_RELEASE = 3.0   # seconds a dead runtime's killed workers get to let go of its port
 # The runtime runs the model's code: it gets a small environment, never the server's secrets.
 _PASS_ENV = ("PATH", "HOME", "USER", "LOGNAME", "LANG", "LANGUAGE", "TZ", "TMPDIR", "SSL_CERT_FILE",
              "SSL_CERT_DIR", "GAZELLE_MAX_BODY_BYTES")
 _PASS_PREFIXES = ("LC_", "GAZELLE_RUNTIME_", "OMP_", "MKL_", "OPENBLAS_")
+
+
+@dataclass(frozen=True)
+class _Launch:
+    """How a runtime was started, to start it again the same way."""
+
+    cmd: list[str]
+    env: dict[str, str]
 
 
 @dataclass
@@ -59,11 +79,29 @@ class _Process:
     python: str
     bundle: str
     popen: subprocess.Popen[bytes] | None    # None when adopted from an earlier server
+    log: Path
+    offset: int = 0                           # where its own output starts in ``log``
+    launch: _Launch | None = None
+    supervised: bool = False                  # the watchdog may start it again; only under the lock
 
     def alive(self) -> bool:
         if self.popen is not None:
             return self.popen.poll() is None
         return _pid_alive(self.pid)
+
+    def ready(self) -> bool:
+        return _ready(self.url, timeout=1.0)
+
+    def exit_cause(self) -> str:
+        lines = _read_from(self.log, self.offset)
+        if _port_in_use(lines):
+            return f"port {self.port} is taken by another process"
+        status = self.popen.poll() if self.popen is not None else None
+        if status is None:
+            error = _last_error(lines).get("error")
+            return "the runtime exited (adopted from an earlier server: status unknown)" + (
+                f": {error}" if error else "")
+        return _exit_cause(status, lines)
 
     def running(self) -> Running:
         return Running(self.name, self.version, self.url)
@@ -84,19 +122,23 @@ class LocalTarget:
         self.ready_timeout = ready_timeout
         self._lock = threading.Lock()
         self._procs: dict[tuple[str, int], _Process] = {}
+        self._watchdog: Watchdog[_Process] = Watchdog(self._watched, self._respawn, self._note)
 
     # -- Target ------------------------------------------------------------------------------------
 
     def deploy(self, release: Release, log: Log) -> Running:
         python, bundle = parse_ref(release.ref)
         key = (release.name, release.version)
+        self._watchdog.start()
         with self._lock:
             current = self._procs.get(key)
         if current is not None:
             if current.alive() and _ready(current.url):
                 log(f"{release.name} v{release.version} already runs at {current.url}")
                 return current.running()
-            self._stop(current, grace=2.0)
+            current = self._claim(key)   # the watchdog may have replaced it meanwhile: stop that one
+            if current is not None:
+                self._stop(current, grace=2.0)
         for attempt in range(_PORT_ATTEMPTS):
             try:
                 return self._start(release, python, bundle, log)
@@ -112,13 +154,15 @@ class LocalTarget:
     def restore(self, releases: list[Release], log: Log) -> list[Running]:
         wanted = {(r.name, r.version) for r in releases}
         restored: list[Running] = []
+        self._watchdog.start()
         for release in releases:
-            adopted = self._adopt(release.name, release.version)
-            if adopted is not None:
-                log(f"{release.name} v{release.version} still runs at {adopted.url} (pid {adopted.pid}): adopted")
-                restored.append(adopted.running())
-                continue
             try:
+                adopted = self._adopt(release)
+                if adopted is not None:
+                    log(f"{release.name} v{release.version} still runs at {adopted.url} (pid {adopted.pid}): "
+                        "adopted")
+                    restored.append(adopted.running())
+                    continue
                 restored.append(self.deploy(release, log))
             except TargetError as err:
                 # One version that cannot start must not keep the others down; the caller sees why.
@@ -130,8 +174,7 @@ class LocalTarget:
         return restored
 
     def stop(self, name: str, version: int, *, grace: float = 10.0) -> None:
-        with self._lock:
-            proc = self._procs.get((name, version))
+        proc = self._claim((name, version))
         if proc is None:
             proc = self._from_record(name, version)
         if proc is not None:
@@ -152,9 +195,12 @@ class LocalTarget:
                 path.unlink(missing_ok=True)
 
     def shutdown(self, grace: float = 10.0) -> None:
-        """Stop every version this server runs: for the server's clean exit."""
+        """Stop the watchdog, then every version this server runs: for the server's clean exit."""
+        self._watchdog.stop()
         with self._lock:
             procs = list(self._procs.values())
+            for proc in procs:
+                proc.supervised = False
         for proc in procs:
             _signal(proc.pid, signal.SIGTERM)   # all at once, so the graces overlap
         for proc in procs:
@@ -167,50 +213,60 @@ class LocalTarget:
             raise TargetError(f"the bundle of {release.name} v{release.version} is missing: {bundle}")
         port = _free_port(self.host)
         url = f"http://{_url_host(self.host)}:{port}"
-        log_path = self._log_file(release.name, release.version)
-        log_path.parent.mkdir(parents=True, exist_ok=True)
-        self._run_dir().mkdir(parents=True, exist_ok=True)
-        cmd = [python, "-m", "gazelle.cli", "runtime", str(bundle), "--host", self.host, "--port", str(port),
-               "--workers", str(self.workers)]
+        launch = self._launch(release, python, bundle, port)
         log(f"starting {release.name} v{release.version} on {url} ({self.workers} workers)")
-        with open(log_path, "ab") as out:
-            offset = out.tell()
-            try:
-                popen = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                                         env=self._env(release, python), cwd=self._run_dir(),
-                                         start_new_session=True)
-            except OSError as err:
-                raise TargetError(f"could not start the runtime of {release.name} v{release.version} "
-                                  f"with {python}: {err.strerror or err}") from None
-        threading.Thread(target=popen.wait, name=f"reap-{release.name}-v{release.version}", daemon=True).start()
-        proc = _Process(release.name, release.version, popen.pid, port, url, python, str(bundle), popen)
+        proc = self._spawn(release.name, release.version, port, url, python, str(bundle), launch)
         with self._lock:
             self._procs[(proc.name, proc.version)] = proc
         self._write_record(proc)
         try:
-            self._wait_ready(proc, log_path, offset)
+            self._wait_ready(proc)
         except BaseException:
             self._stop(proc, grace=2.0)
             self._run_file(proc.name, proc.version).unlink(missing_ok=True)
             raise
+        with self._lock:
+            proc.supervised = self._procs.get((proc.name, proc.version)) is proc
         log(f"{release.name} v{release.version} is ready at {url}")
         return proc.running()
 
-    def _wait_ready(self, proc: _Process, log_path: Path, offset: int) -> None:
+    def _launch(self, release: Release, python: str, bundle: Path, port: int) -> _Launch:
+        cmd = [python, "-m", "gazelle.cli", "runtime", str(bundle), "--host", self.host, "--port", str(port),
+               "--workers", str(self.workers)]
+        return _Launch(cmd, self._env(release, python))
+
+    def _spawn(self, name: str, version: int, port: int, url: str, python: str, bundle: str,
+               launch: _Launch) -> _Process:
+        log_path = self._log_file(name, version)
+        log_path.parent.mkdir(parents=True, exist_ok=True)
+        self._run_dir().mkdir(parents=True, exist_ok=True)
+        with open(log_path, "ab") as out:
+            offset = out.tell()
+            try:
+                popen = subprocess.Popen(launch.cmd, stdout=out, stderr=subprocess.STDOUT,
+                                         stdin=subprocess.DEVNULL, env=launch.env, cwd=self._run_dir(),
+                                         start_new_session=True)
+            except OSError as err:
+                raise TargetError(f"could not start the runtime of {name} v{version} "
+                                  f"with {python}: {err.strerror or err}") from None
+        threading.Thread(target=popen.wait, name=f"reap-{name}-v{version}", daemon=True).start()
+        return _Process(name, version, popen.pid, port, url, python, bundle, popen, log_path, offset, launch)
+
+    def _wait_ready(self, proc: _Process) -> None:
         assert proc.popen is not None
         deadline = time.monotonic() + self.ready_timeout
         delay = 0.05
         while True:
             status = proc.popen.poll()
             if status is not None:
-                lines = _read_from(log_path, offset)
-                if any("Address already in use" in line or "Connection in use" in line for line in lines):
+                lines = _read_from(proc.log, proc.offset)
+                if _port_in_use(lines):
                     raise _PortTaken()
                 raise TargetError(_exit_cause(status, lines), detail="\n".join(lines[-_TAIL:]))
             if _ready(proc.url):
                 return
             if time.monotonic() > deadline:
-                lines = _read_from(log_path, offset)
+                lines = _read_from(proc.log, proc.offset)
                 raise TargetError(f"{proc.name} v{proc.version} did not answer {READY_PATH} within "
                                   f"{self.ready_timeout:g} s", detail="\n".join(lines[-_TAIL:]))
             time.sleep(delay)
@@ -228,6 +284,47 @@ class LocalTarget:
             env["PYTHONPATH"] = str(Path(gazelle.__file__).resolve().parent.parent)
         return env
 
+    # -- supervising (the watchdog's side; see _supervise.py) -------------------------------------------
+
+    def _watched(self) -> list[_Process]:
+        with self._lock:
+            return [p for p in self._procs.values() if p.supervised]
+
+    def _respawn(self, old: _Process) -> _Process | None:
+        """Start ``old`` again on its port, or ``None`` if it is no longer ours to restart."""
+        key = (old.name, old.version)
+        with self._lock:
+            if self._procs.get(key) is not old or not old.supervised or old.launch is None:
+                return None
+        _signal_group(old.pid, signal.SIGKILL)   # workers that outlived their master still hold the port
+        deadline = time.monotonic() + _PORT_RELEASE
+        while not _port_free(self.host, old.port):
+            if time.monotonic() > deadline:
+                raise TargetError(f"port {old.port} is taken by another process")
+            time.sleep(0.1)
+        with self._lock:
+            # Spawned under the lock: a stop() that comes after this finds, and stops, the new process.
+            if self._procs.get(key) is not old or not old.supervised:
+                return None
+            fresh = self._spawn(old.name, old.version, old.port, old.url, old.python, old.bundle, old.launch)
+            fresh.supervised = True
+            self._procs[key] = fresh
+            self._write_record(fresh)
+        return fresh
+
+    def _note(self, proc: _Process, event: str, message: str) -> None:
+        with self._lock:
+            if self._procs.get((proc.name, proc.version)) is proc and proc.supervised:
+                _append_event(proc.log, event, message)
+
+    def _claim(self, key: tuple[str, int]) -> _Process | None:
+        """The version's process, taken out of supervision: whoever claims it stops or replaces it."""
+        with self._lock:
+            proc = self._procs.get(key)
+            if proc is not None:
+                proc.supervised = False
+            return proc
+
     # -- stopping ------------------------------------------------------------------------------------
 
     def _stop(self, proc: _Process, grace: float) -> None:
@@ -244,7 +341,8 @@ class LocalTarget:
 
     # -- records ------------------------------------------------------------------------------------
 
-    def _adopt(self, name: str, version: int) -> _Process | None:
+    def _adopt(self, release: Release) -> _Process | None:
+        name, version = release.name, release.version
         with self._lock:
             current = self._procs.get((name, version))
         if current is not None and current.alive() and _ready(current.url):
@@ -254,7 +352,13 @@ class LocalTarget:
             return None
         if proc.alive():   # _from_record has already dropped a pid that is no longer our runtime
             if _ready(proc.url):
+                if not (proc.python and proc.bundle):   # a record from before they were kept
+                    python, bundle = parse_ref(release.ref)
+                    proc.python, proc.bundle = python, str(bundle)
+                proc.launch = self._launch(release, proc.python, Path(proc.bundle), proc.port)
+                proc.offset = _size(proc.log)
                 with self._lock:
+                    proc.supervised = True
                     self._procs[(name, version)] = proc
                 return proc
             self._stop(proc, grace=2.0)   # alive but not answering: a start the old server never finished
@@ -266,7 +370,8 @@ class LocalTarget:
         if record is None:
             return None
         proc = _Process(name, version, int(record["pid"]), int(record["port"]), str(record["url"]),
-                        str(record.get("python", "")), str(record.get("bundle", "")), None)
+                        str(record.get("python", "")), str(record.get("bundle", "")), None,
+                        self._log_file(name, version))
         if not (proc.alive() and _is_runtime(proc.pid, proc.port)):
             proc.pid = 0   # its pid may be someone else's now: never signal it
         return proc
@@ -338,6 +443,22 @@ def _ready(url: str, timeout: float = 2.0) -> bool:
         return False
     finally:
         conn.close()
+
+
+def _port_in_use(lines: list[str]) -> bool:
+    return any("Address already in use" in line or "Connection in use" in line for line in lines)
+
+
+def _port_free(host: str, port: int) -> bool:
+    """Whether the runtime could bind ``port`` now (gunicorn sets SO_REUSEADDR too: TIME_WAIT is no owner)."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    with socket.socket(family, socket.SOCK_STREAM) as sock:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            sock.bind((host, port))
+        except OSError:
+            return False
+    return True
 
 
 def _free_port(host: str) -> int:
@@ -418,6 +539,25 @@ def _read_json(path: Path) -> dict[str, Any] | None:
     except (OSError, ValueError):
         return None
     return value if isinstance(value, dict) else None
+
+
+def _append_event(path: Path, event: str, message: str) -> None:
+    """One line in the runtime's own JSON log format, so ``logs`` shows it in place."""
+    now = time.time()
+    stamp = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(now)) + f".{int(now % 1 * 1000):03d}Z"
+    line = json.dumps({"ts": stamp, "level": "warning", "event": event, "message": message}, separators=(",", ":"))
+    try:
+        with open(path, "a", encoding="utf-8") as handle:
+            handle.write(line + "\n")
+    except OSError:
+        pass   # a full disk must not stop the restart this line reports
+
+
+def _size(path: Path) -> int:
+    try:
+        return path.stat().st_size
+    except OSError:
+        return 0
 
 
 def _read_from(path: Path, offset: int) -> list[str]:
