@@ -13,6 +13,7 @@ from flask.testing import FlaskClient
 
 from gazelle.server.app import ServerState, create_app
 from gazelle.server.settings import Settings
+from gazelle.server.store import Store
 
 TAR = {"Content-Type": "application/x-tar"}
 
@@ -71,3 +72,14 @@ def server(tmp_path: Path) -> Iterator[Server]:
         yield s
     finally:
         s.state.shutdown()
+
+
+@pytest.fixture
+def store(tmp_path: Path) -> Iterator[Store]:
+    """A fresh SQLite store of its own."""
+    s = Store(f"sqlite:///{tmp_path / 'gazelle.db'}")
+    s.create_schema()
+    try:
+        yield s
+    finally:
+        s.close()

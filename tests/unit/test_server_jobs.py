@@ -7,12 +7,11 @@ import time
 from pathlib import Path
 from typing import Callable, Iterator
 
-import pytest
 
 from gazelle.server.events import EventHub, redact
 from gazelle.server.jobs import STAGES, JobRecorder, JobRunner, pending_stages
 from gazelle.server.store import JobRow, Store
-from tests.unit._server import Server, server  # noqa: F401  (fixture)
+from tests.unit._server import Server, server, store  # noqa: F401  (fixtures)
 
 WAIT = 20.0
 
@@ -23,16 +22,6 @@ def _until(condition: Callable[[], bool], what: str) -> None:
         if time.monotonic() > deadline:
             raise AssertionError(f"timed out waiting for {what}")
         time.sleep(0.01)
-
-
-@pytest.fixture
-def store(tmp_path: Path) -> Iterator[Store]:
-    s = Store(f"sqlite:///{tmp_path / 'gazelle.db'}")
-    s.create_schema()
-    try:
-        yield s
-    finally:
-        s.close()
 
 
 def _queue(store: Store, job_id: str, model: str) -> JobRow:

@@ -3,24 +3,11 @@ tests against PostgreSQL by providing its own ``store`` fixture."""
 from __future__ import annotations
 
 import threading
-from pathlib import Path
-from typing import Iterator
-
-import pytest
 
 from gazelle.server.store import Store
+from tests.unit._server import store  # noqa: F401  (fixture)
 
 MANIFEST = {"name": "lens", "python": "3.11.7", "sample": ["a"]}
-
-
-@pytest.fixture
-def store(tmp_path: Path) -> Iterator[Store]:
-    s = Store(f"sqlite:///{tmp_path / 'gazelle.db'}")
-    s.create_schema()
-    try:
-        yield s
-    finally:
-        s.close()
 
 
 def test_versions_are_numbered_per_model_from_1(store: Store) -> None:
