@@ -8,11 +8,7 @@
 # is left alone, so a warm run costs two HEAD requests. Records names and digests in $STATE/images/.
 . "$(dirname "$0")/lib.sh"
 
-MIRROR=${GAZELLE_TESTENV_MIRROR:-}
-if [ -z "$MIRROR" ]; then
-  MIRROR=$(sed -n 's/^URIs: *\(http[^ ]*\/debian\)\/*$/\1/p' /etc/apt/sources.list.d/debian.sources 2>/dev/null | head -1 || true)
-  [ -n "$MIRROR" ] || MIRROR=http://deb.debian.org/debian
-fi
+MIRROR=$(debian_mirror)
 SUITE=bookworm
 IMG=$CACHE/images
 mkdir -p "$IMG" "$STATE/images"

@@ -11,11 +11,7 @@
 # Does not touch /etc/apt: apt-get source runs against a private sources.list.
 . "$(dirname "$0")/lib.sh"
 
-MIRROR=${GAZELLE_TESTENV_MIRROR:-}
-if [ -z "$MIRROR" ]; then
-  MIRROR=$(sed -n 's/^URIs: *\(http[^ ]*\/debian\)\/*$/\1/p' /etc/apt/sources.list.d/debian.sources 2>/dev/null | head -1 || true)
-  [ -n "$MIRROR" ] || MIRROR=http://deb.debian.org/debian
-fi
+MIRROR=$(debian_mirror)
 SUITE=bookworm
 TOP=$CACHE/k8s
 WORK=$TOP/work

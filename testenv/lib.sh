@@ -108,6 +108,15 @@ stop_service() {
 # A random secret, URL- and shell-safe.
 random_secret() { openssl rand -hex 16; }
 
+# The Debian mirror apt already uses (GAZELLE_TESTENV_MIRROR overrides), for debootstrap and apt-get source.
+debian_mirror() {
+  local mirror=${GAZELLE_TESTENV_MIRROR:-}
+  if [ -z "$mirror" ]; then
+    mirror=$(sed -n 's/^URIs: *\(http[^ ]*\/debian\)\/*$/\1/p' /etc/apt/sources.list.d/debian.sources 2>/dev/null | head -1 || true)
+  fi
+  echo "${mirror:-http://deb.debian.org/debian}"
+}
+
 # Read (or create once per environment) a secret kept in the state dir.
 state_secret() {
   local f=$STATE/secrets/$1
