@@ -60,14 +60,6 @@ def save_bundle(bundles_dir: Path, data: bytes) -> tuple[str, Path]:
     return digest, path
 
 
-def _file_digest(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return "sha256:" + h.hexdigest()
-
-
 # What the push stage runs: the builder's reference in, the pushed (digest-pinned) reference out.
 Publish = Callable[[str, Log], str]
 
@@ -199,10 +191,11 @@ class Pipeline:
         path = bundle_path(self.bundles_dir, version.digest)
         if not path.is_file():
             raise BundleError(f"the stored bundle {path.name} is missing from the server's data directory")
-        digest = _file_digest(path)
+        data = path.read_bytes()   # once: the digest and the manifest's checks come from the same bytes
+        digest = "sha256:" + hashlib.sha256(data).hexdigest()
         if digest != version.digest:
             raise BundleError(f"the stored bundle {path.name} changed on disk (its digest is now {digest})")
-        manifest = read_manifest(path)
+        manifest = read_manifest(data)
         if validate_name(manifest.get("name")) != version.model:
             raise BundleError(f"the bundle is for model {manifest.get('name')!r}, not {version.model!r}")
         pins = manifest.get("requirements") or []
