@@ -15,6 +15,7 @@
     ├── PayloadTooLarge               413
     ├── UnsupportedMediaType          415
     ├── ConfigError (ValueError)      a setting that cannot work (bad URL, unknown target ...)
+    ├── BuildError                    a builder could not make the artifact (pip, base image, engine)
     ├── RegistryError                 a container registry refused or failed (status, code, retryable)
     ├── TargetError                   a target could not run a release (pods, processes)
     ├── DeployError                   a deploy failed: which stage, why, the last log lines
@@ -134,6 +135,12 @@ class UnsupportedMediaType(GazelleError):
 
 class ConfigError(GazelleError, ValueError):
     type = "config_error"
+
+
+class BuildError(GazelleError):
+    """A builder could not make what a target runs: the message names the step and the cause."""
+
+    type = "build_error"
 
 
 class RegistryError(GazelleError):
