@@ -34,8 +34,8 @@ import gazelle
 from gazelle.errors import BuildError, ConfigError
 from gazelle.server import oci
 from gazelle.server.builders import Log
-from gazelle.server.builders.pip import install_target, platform_tags
-from gazelle.server.builders.venv import _locked, _minor, _pins, runtime_requirements
+from gazelle.server.builders.pip import (install_target, locked, manifest_minor, manifest_pins, platform_tags,
+                                         runtime_requirements)
 from gazelle.server.registry.push import OCIRegistry
 
 DEFAULT_BASE = "python:{major}.{minor}-slim"
@@ -74,14 +74,14 @@ class AppendBuilder:
         return self.base_images[minor]
 
     def build(self, bundle_path: Path, manifest: Mapping[str, Any], log: Log, *, version: int = 0) -> oci.Image:
-        minor = _minor(manifest)
+        minor = manifest_minor(manifest)
         base_name = self.base_for(minor)
         log(f"resolving the base image {base_name}")
         name, base = self.registry.resolve(base_name)
         log(f"base image {name.repository_name}@{name.reference} ({len(base.layers)} layers, "
             f"{base.size} bytes, {'/'.join(base.platform)})")
         _check_python(base, minor, base_name)
-        deps = self.dependency_layer(_pins(manifest), minor, base.platform[1], log)
+        deps = self.dependency_layer(manifest_pins(manifest), minor, base.platform[1], log)
         runtime = runtime_layer()
         bundle = bundle_path.read_bytes()
         digest = "sha256:" + hashlib.sha256(bundle).hexdigest()
@@ -114,7 +114,7 @@ class AppendBuilder:
         key = hashlib.sha256(json.dumps([minor, architecture, tags, sorted(requirements)]).encode()).hexdigest()[:16]
         layers = self.cache_dir / "layers"
         blob, meta = layers / f"deps-{key}.tar.gz", layers / f"deps-{key}.json"
-        with _locked(layers / f".deps-{key}.lock", lambda: log(
+        with locked(layers / f".deps-{key}.lock", lambda: log(
                 f"waiting for another job that is building the dependency layer {key}")):
             if not meta.exists():
                 self._build_dependencies(requirements, minor, architecture, blob, meta, log)
