@@ -42,6 +42,7 @@ class Settings:
     registry: str | None = None            # HOST[:PORT]/PREFIX
     registry_user: str | None = None
     registry_password: str | None = field(default=None, repr=False)
+    registry_insecure: tuple[str, ...] = ()   # host[:port] spoken to over http (loopback always is)
     database_url: str | None = None        # None: sqlite:///{data_dir}/gazelle.db
     k8s_namespace: str = "gazelle-models"
     base_images: Mapping[str, str] = field(default_factory=dict)
@@ -167,6 +168,10 @@ def _json_map(variable: str, raw: str) -> dict[str, str]:
     return value
 
 
+def _hosts(variable: str, raw: str) -> tuple[str, ...]:
+    return tuple(h.strip() for h in raw.split(",") if h.strip())
+
+
 def _stage_delay(variable: str, raw: str) -> dict[str, float]:
     """``build=5,slow:deploy=1``: seconds to sleep inside those stages (of every model, or of model
     ``slow``), for tests of restarts and queues. Never set it in production."""
@@ -190,6 +195,7 @@ _ENV: dict[str, tuple[str, Any]] = {
     "registry": ("GAZELLE_REGISTRY", _str),
     "registry_user": ("GAZELLE_REGISTRY_USER", _str),
     "registry_password": ("GAZELLE_REGISTRY_PASSWORD", _str),
+    "registry_insecure": ("GAZELLE_REGISTRY_INSECURE", _hosts),
     "database_url": ("GAZELLE_DATABASE_URL", _str),
     "k8s_namespace": ("GAZELLE_K8S_NAMESPACE", _str),
     "base_images": ("GAZELLE_BASE_IMAGES", _json_map),

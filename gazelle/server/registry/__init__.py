@@ -36,11 +36,6 @@ def image_tag(version: int, unix_time: int) -> str:
     return f"v{version}-{unix_time}"
 
 
-def insecure_hosts(setting: str | None) -> list[str]:
-    """``GAZELLE_REGISTRY_INSECURE`` (a comma list of host[:port]) -> hosts spoken to over http."""
-    return [h.strip() for h in (setting or "").split(",") if h.strip()]
-
-
 def open_registry(keychain_registry: str | None, username: str | None, password: str | None, *,
                   insecure: Iterable[str] = ()) -> "OCIRegistry":
     """The ``OCIRegistry`` with the default keychain: docker's config, then ``username``/``password``
@@ -50,4 +45,4 @@ def open_registry(keychain_registry: str | None, username: str | None, password:
 
     return OCIRegistry(RegistryClient(default_keychain(keychain_registry, username, password), insecure=insecure))
 
-__all__ = ["Registry", "OCIRegistry", "PushReport", "image_tag", "insecure_hosts", "open_registry"]
+__all__ = ["Registry", "OCIRegistry", "PushReport", "image_tag", "open_registry"]
