@@ -15,7 +15,6 @@ from __future__ import annotations
 import argparse
 import re
 import sys
-import time
 from pathlib import Path
 
 from gazelle.errors import ConfigError
@@ -35,7 +34,7 @@ def repository_for(registry: str, name: str) -> str:
 def main(args: argparse.Namespace) -> int:
     from gazelle.bundle import read_manifest
     from gazelle.server.builders.append import AppendBuilder
-    from gazelle.server.registry import image_tag, open_registry
+    from gazelle.server.registry import image_publisher, open_registry
     from gazelle.server.settings import Settings
 
     if args.version < 0:
@@ -56,8 +55,8 @@ def main(args: argparse.Namespace) -> int:
     builder = AppendBuilder(registry, settings.base_images, settings.data_dir / "cache")
     try:
         image = builder.build(bundle, manifest, log, version=args.version)
-        report = registry.push_image(image, repository, [image_tag(args.version, int(time.time()))], log)
+        ref = image_publisher(registry, repository.rsplit("/", 1)[0])(image, str(manifest["name"]), args.version, log)
     finally:
         builder.close()
-    print(str(report.ref), flush=True)
+    print(str(ref), flush=True)
     return 0

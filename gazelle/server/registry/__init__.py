@@ -10,6 +10,7 @@ what a target deploys. Tags follow ``{name}:v{version}-{unix time}`` (``image_ta
 """
 from __future__ import annotations
 
+import time
 from typing import Callable, Iterable, Protocol, Sequence
 
 from gazelle.server.artifacts import ImageRef
@@ -36,6 +37,16 @@ def image_tag(version: int, unix_time: int) -> str:
     return f"v{version}-{unix_time}"
 
 
+def image_publisher(registry: OCIRegistry, prefix: str, *, clock: Callable[[], float] = time.time
+                    ) -> Callable[[Image, str, int, Log], ImageRef]:
+    """What the push stage runs for an ``oci.Image``: push it to ``{prefix}/{name}`` (``prefix`` is
+    ``HOST[:PORT]/PREFIX``) tagged ``v{version}-{unix time}``, and return the digest reference."""
+    def publish(image: Image, name: str, version: int, log: Log) -> ImageRef:
+        return registry.push(image, f"{prefix.rstrip('/')}/{name}", [image_tag(version, int(clock()))], log)
+
+    return publish
+
+
 def open_registry(keychain_registry: str | None, username: str | None, password: str | None, *,
                   insecure: Iterable[str] = ()) -> "OCIRegistry":
     """The ``OCIRegistry`` with the default keychain: docker's config, then ``username``/``password``
@@ -45,4 +56,4 @@ def open_registry(keychain_registry: str | None, username: str | None, password:
 
     return OCIRegistry(RegistryClient(default_keychain(keychain_registry, username, password), insecure=insecure))
 
-__all__ = ["Registry", "OCIRegistry", "PushReport", "image_tag", "open_registry"]
+__all__ = ["Registry", "OCIRegistry", "PushReport", "image_publisher", "image_tag", "open_registry"]
