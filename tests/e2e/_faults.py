@@ -1,4 +1,5 @@
-"""A small HTTP proxy in front of a real registry that answers chosen requests with a 500 itself.
+"""A small HTTP proxy in front of a real registry that answers chosen requests with a 500 itself, or
+(``drop=True``) closes the connection without answering.
 
 Only the faults are made up: every other request goes to the real registry and back unchanged (the
 Host header is kept, so the registry's upload Locations point at the proxy again).
@@ -8,8 +9,8 @@ from __future__ import annotations
 import http.client
 import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from typing import Callable, Iterator
 from contextlib import contextmanager
+from typing import Callable, Iterator
 
 # (method, path) -> True: answer this request with a 500 instead of forwarding it.
 Fault = Callable[[str, str], bool]
@@ -17,9 +18,10 @@ _HOP = {"connection", "keep-alive", "transfer-encoding", "proxy-connection", "up
 
 
 class FaultProxy:
-    def __init__(self, upstream: str, fault: Fault) -> None:
+    def __init__(self, upstream: str, fault: Fault, *, drop: bool = False) -> None:
         self.upstream = upstream
         self.fault = fault
+        self.drop = drop
         self.injected: list[tuple[str, str]] = []
         self.forwarded: list[tuple[str, str]] = []
         self.lock = threading.Lock()
@@ -37,6 +39,9 @@ class FaultProxy:
                 with proxy.lock:
                     fail = proxy.fault(self.command, self.path)
                     (proxy.injected if fail else proxy.forwarded).append((self.command, self.path))
+                if fail and proxy.drop:
+                    self.close_connection = True
+                    return
                 if fail:
                     payload = b'{"errors":[{"code":"UNKNOWN","message":"injected fault"}]}'
                     self.send_response(500)
@@ -67,8 +72,8 @@ class FaultProxy:
 
 
 @contextmanager
-def fault_proxy(upstream: str, fault: Fault) -> Iterator[FaultProxy]:
-    proxy = FaultProxy(upstream, fault)
+def fault_proxy(upstream: str, fault: Fault, *, drop: bool = False) -> Iterator[FaultProxy]:
+    proxy = FaultProxy(upstream, fault, drop=drop)
     thread = threading.Thread(target=proxy.server.serve_forever, daemon=True)
     thread.start()
     try:

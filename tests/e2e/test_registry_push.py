@@ -167,8 +167,8 @@ def test_a_registry_that_is_down_is_a_retryable_error_naming_it() -> None:
 
 
 def test_one_500_in_the_middle_of_a_blob_upload_is_retried_and_the_push_succeeds(
-        registry_url: str, base: oci.Image) -> None:
-    image = _image(base)
+        registry_url: str) -> None:
+    image = _image(oci.empty())   # a base in another registry would be copied
     with fault_proxy(registry_url, first_only("PUT", "/blobs/uploads/")) as proxy:
         registry = _registry()
         try:
@@ -180,12 +180,25 @@ def test_one_500_in_the_middle_of_a_blob_upload_is_retried_and_the_push_succeeds
     assert len(proxy.injected) == 1 and body == image.manifest_bytes
 
 
-def test_a_500_that_persists_ends_in_a_retryable_registry_error(registry_url: str, base: oci.Image) -> None:
+def test_a_connection_dropped_during_a_blob_upload_is_retried_and_the_push_succeeds(
+        registry_url: str) -> None:
+    image = _image(oci.empty())   # a base in another registry would be copied
+    with fault_proxy(registry_url, first_only("PUT", "/blobs/uploads/"), drop=True) as proxy:
+        registry = _registry()
+        try:
+            report = registry.push_image(image, _repo(proxy.host), ["v1"], lambda line: None)
+        finally:
+            registry.close()
+    assert len(proxy.injected) == 1 and report.ref.digest == image.digest
+    assert set(report.uploaded) == {image.layers[-1].digest, image.config_digest}
+
+
+def test_a_500_that_persists_ends_in_a_retryable_registry_error(registry_url: str) -> None:
     with fault_proxy(registry_url, lambda method, path: method == "PUT" and "/blobs/uploads/" in path) as proxy:
         registry = _registry(retries=2)
         try:
             with pytest.raises(RegistryError) as raised:
-                registry.push_image(_image(base), _repo(proxy.host), ["v1"], lambda line: None)
+                registry.push_image(_image(oci.empty()), _repo(proxy.host), ["v1"], lambda line: None)
         finally:
             registry.close()
     err = raised.value

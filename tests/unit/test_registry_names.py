@@ -47,6 +47,13 @@ def test_loopback_and_insecure_hosts_use_http_every_other_host_https() -> None:
         client.close()
 
 
+def test_insecure_registries_are_a_comma_list_setting() -> None:
+    from gazelle.server.settings import Settings
+
+    settings = Settings.from_env({"GAZELLE_REGISTRY_INSECURE": "reg.lan:5000, ,other.lan"})
+    assert settings.registry_insecure == ("reg.lan:5000", "other.lan")
+
+
 def test_tags_follow_the_version_and_unix_time() -> None:
     assert image_tag(3, 1700000000) == "v3-1700000000"
 

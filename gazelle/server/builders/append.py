@@ -1,17 +1,21 @@
 """``AppendBuilder``: a model image without a daemon, as layers appended to a python base image.
 
-    base (resolved by digest; its layers are never downloaded)
+    base (resolved by digest: manifest and config only)
     + dependencies  /opt/gazelle/deps      pip --target of the bundle's pins + the runtime's own
     + runtime       /opt/gazelle/runtime   gazelle's runtime modules (nothing of client or server)
     + model         /opt/gazelle/model/bundle.tar
 
-The base is chosen by the bundle's python major.minor from ``base_images`` (``GAZELLE_BASE_IMAGES``);
-with none configured, ``python:{major}.{minor}-slim`` (Docker Hub). The dependency layer is built
-for the base's architecture and python and cached in ``cache_dir`` by the hash of the requirements,
-python and platform tags, so a warm build runs no pip at all and its digest never changes. The
-image runs ``python3 -m gazelle.runtime`` as user 65532 (no name needed), serving the bundle on
-``$GAZELLE_RUNTIME_PORT`` (8080) on every interface; ``PYTHONPATH`` puts the runtime and the
-dependencies before the base's own packages.
+The build never downloads the base's layers: the push mounts them from the base's repository when
+it is in the same registry, or copies them once from the base's registry (a HEAD skips them on
+every later push). The base is chosen by the bundle's python major.minor from ``base_images``
+(``GAZELLE_BASE_IMAGES``); with none configured, ``python:{major}.{minor}-slim`` (Docker Hub).
+The dependency layer is built for the base's architecture and python and cached in ``cache_dir`` by
+the hash of the requirements, python and platform tags, so a warm build runs no pip at all and its
+digest never changes. The image runs ``python3 -m gazelle.runtime`` as user 65532 (no name
+needed), serving the bundle on ``$GAZELLE_RUNTIME_PORT`` (8080) on every interface; ``PYTHONPATH``
+puts the runtime and the dependencies before the base's own packages. ``build(..., version=N)``
+writes N into the ``gazelle.version`` label and ``GAZELLE_MODEL_VERSION`` (default 0: a target
+sets the version it runs in the container's environment).
 
 Limits: the base image must provide ``python3`` of the bundle's major.minor on ``PATH`` (its config's
 ``PYTHON_VERSION``, when set, must agree); only wheels are installed (``pip.install_target``).

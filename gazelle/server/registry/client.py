@@ -135,7 +135,8 @@ class RegistryClient:
             if not params.get("realm"):
                 return False
             self._schemes[host] = "bearer"
-            self._challenges[host] = {"realm": params["realm"], "service": params.get("service", "")}
+            self._challenges[host] = {"realm": params["realm"], "service": params.get("service", ""),
+                                      "scope": params.get("scope", "")}
             self._tokens.pop((host, " ".join(sorted(scopes))), None)
             return True
         return False
@@ -160,6 +161,9 @@ class RegistryClient:
     def _fetch_token(self, host: str, scopes: Sequence[str]) -> str:
         """A bearer token for ``scopes`` from the host's token service (anonymous if no credentials)."""
         challenge = self._challenges[host]
+        # A registry may name a scope the call did not think of (Docker Hub's for a library image): ask for both.
+        wanted = challenge["scope"]
+        scopes = [*scopes, wanted] if wanted and wanted not in scopes else list(scopes)
         creds = self.keychain.credentials(host)
         realm = httpx.URL(challenge["realm"])
         try:

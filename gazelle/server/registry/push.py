@@ -12,6 +12,7 @@ first path component with a dot or a colon, or ``localhost``, is a registry host
 from __future__ import annotations
 
 import json
+import platform
 from dataclasses import dataclass
 from typing import Callable, Sequence
 
@@ -23,6 +24,12 @@ from gazelle.server.registry.client import RegistryClient, pull_scope, push_scop
 Log = Callable[[str], None]
 DOCKER_HUB = "registry-1.docker.io"
 DEFAULT_CHUNK = 32 << 20
+_MACHINE_ARCH = {"x86_64": "amd64", "amd64": "amd64", "aarch64": "arm64", "arm64": "arm64"}
+
+
+def host_architecture() -> str:
+    """This machine's architecture in OCI terms (``amd64``, ``arm64``): what an index is narrowed to."""
+    return _MACHINE_ARCH.get(platform.machine().lower(), "amd64")
 
 
 @dataclass(frozen=True)
@@ -70,11 +77,12 @@ class PushReport:
                 f"{len(self.mounted)} mounted, {len(self.present)} already there")
 
 
-def resolve(client: RegistryClient, name: str, *, architecture: str = "amd64") -> tuple[ImageName, oci.Image]:
+def resolve(client: RegistryClient, name: str, *, architecture: str | None = None) -> tuple[ImageName, oci.Image]:
     """The image ``name`` (tag or digest) pinned to its manifest digest, read as a base: manifest and
-    config only. An index (multi-platform) is narrowed to linux/``architecture``."""
+    config only. An index (multi-platform) is narrowed to linux/``architecture`` (default: this machine's)."""
     image = ImageName.parse(name)
     host, repo = image.registry, image.repository
+    architecture = architecture or host_architecture()
     body, media_type, digest = client.manifest(host, repo, image.reference, [*oci.MANIFEST_TYPES, *oci.INDEX_TYPES])
     if media_type in oci.INDEX_TYPES:
         digest = _platform_entry(body, name, host, architecture)
@@ -181,7 +189,7 @@ class OCIRegistry:
     def push_image(self, image: oci.Image, repository: str, tags: Sequence[str], log: Log) -> PushReport:
         return push_image(self.client, image, repository, tags, log, chunk_size=self.chunk_size)
 
-    def resolve(self, name: str, *, architecture: str = "amd64") -> tuple[ImageName, oci.Image]:
+    def resolve(self, name: str, *, architecture: str | None = None) -> tuple[ImageName, oci.Image]:
         return resolve(self.client, name, architecture=architecture)
 
     def close(self) -> None:
