@@ -63,7 +63,6 @@ class ServerState:
         self.runner.stop(timeout)
         # Only the runner owns the target's processes; other workers just let go of their clients.
         self.wiring.close(requested=stop_models and self.runner.is_runner, grace=self.settings.stop_grace)
-        self.pipeline.http.close()
         self.store.close()
 
 

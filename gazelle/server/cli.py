@@ -41,7 +41,8 @@ def configure_logging(level: int = logging.INFO) -> None:
 
 def prepare(settings: Settings) -> None:
     """Check the configuration, create the tables and the admin token (once, before any worker)."""
-    wiring.build(settings)
+    for warning in wiring.build(settings).warnings():
+        log.warning("%s", warning)
     settings.data_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
     store = Store(settings.db_url)
     try:

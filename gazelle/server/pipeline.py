@@ -26,6 +26,7 @@ import httpx
 
 from gazelle.errors import BundleError, GazelleError
 from gazelle.names import validate_name
+from gazelle.server import upstream
 from gazelle.server.artifacts import Artifact, ImageRef, LocalEnv
 from gazelle.server.builders import Builder
 from gazelle.server.events import EventHub
@@ -94,8 +95,6 @@ class Pipeline:
         self.sanity_timeout = sanity_timeout
         self.stage_delay = dict(stage_delay or {})
         self.secrets = tuple(secrets)
-        # Runtimes answer on this host or inside the cluster: never through a proxy from the environment.
-        self.http = httpx.Client(trust_env=False, timeout=sanity_timeout)
 
     def recorder(self, job: JobRow) -> JobRecorder:
         return JobRecorder(self.store, self.hub, job, self.base_url, self.secrets)
@@ -227,9 +226,10 @@ class Pipeline:
             return None
         from gazelle.schema import compare
 
-        rec.log(f"POST {url}/predict with the {len(sample)} sample row(s)")
+        rec.log(f"POST /predict to version {number} with the {len(sample)} sample row(s)")
         try:
-            answer = self.http.post(f"{url}/predict", json={"instances": sample})
+            answer = upstream.client(url).post(upstream.http_url(url, "/predict"), json={"instances": sample},
+                                               timeout=self.sanity_timeout)
         except httpx.HTTPError as err:
             raise StageFailed("sanity", f"version {number} did not answer the sample: {err}",
                               self._tail(name, number)) from None
