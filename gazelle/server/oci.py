@@ -13,8 +13,8 @@ as sorted, compact JSON. The same inputs give the same digests in any process, o
 as zlib's output for a given level is the same (it is for one zlib build; a different zlib may
 compress differently, which changes layer digests but never correctness).
 
-Limits: linux images, one platform per image (no index is written); file contents are read whole
-into memory while a layer is written.
+Limits: linux images, one platform per image (no index is written); a layer written without
+``out`` is held in memory (meant for small ones: the runtime, a model).
 """
 from __future__ import annotations
 
@@ -26,7 +26,7 @@ import tarfile
 from dataclasses import dataclass, field
 from functools import cached_property
 from pathlib import Path
-from typing import Any, Iterable, Mapping, Union
+from typing import Any, BinaryIO, Iterable, Mapping, Union, cast
 
 OCI_MANIFEST = "application/vnd.oci.image.manifest.v1+json"
 OCI_INDEX = "application/vnd.oci.image.index.v1+json"
@@ -212,55 +212,84 @@ def configure(image: Image, *, entrypoint: list[str] | None = None, cmd: list[st
 
 # --- writing layers ------------------------------------------------------------------------------
 
-def layer_from_files(files: Mapping[str, FileSource], *, created_by: str = "") -> Layer:
+def layer_from_files(files: Mapping[str, FileSource], *, created_by: str = "", out: Path | None = None) -> Layer:
     """A layer holding ``files`` (archive path -> content), parent directories included.
 
-    Paths are absolute inside the image (``/opt/gazelle/model/bundle.tar``); a ``Path`` source is read
-    from this host (an executable keeps mode 0755, anything else gets 0644; symlinks are followed).
+    Paths are absolute inside the image (``/opt/gazelle/model/bundle.tar``); a ``Path`` source is
+    streamed from this host (an executable keeps mode 0755, anything else gets 0644; symlinks are
+    followed). With ``out``, the compressed blob is written to that file (memory stays flat however
+    large the files are) and the layer points at it; otherwise it is held in memory.
     """
-    entries: dict[str, tuple[bytes, int] | None] = {}   # None: a directory
+    entries: dict[str, FileSource | None] = {}   # None: a directory
     for name, source in files.items():
         path = _member_name(name)
         parts = path.split("/")
         for depth in range(1, len(parts)):
             entries.setdefault("/".join(parts[:depth]), None)
-        entries[path] = _content(source)
-    raw = io.BytesIO()
-    with tarfile.open(fileobj=raw, mode="w", format=tarfile.GNU_FORMAT) as tar:
-        for path in sorted(entries):
-            content = entries[path]
-            info = tarfile.TarInfo(path)
-            info.mtime = 0
-            info.uid = info.gid = 0
-            info.uname = info.gname = ""
-            if content is None:
-                info.type = tarfile.DIRTYPE
-                info.mode = DIR_MODE
-                tar.addfile(info)
-            else:
-                data, mode = content
-                info.size = len(data)
-                info.mode = mode
-                tar.addfile(info, io.BytesIO(data))
-    return layer_from_tar(raw.getvalue(), created_by=created_by)
+        entries[path] = source
+    sink: BinaryIO = open(out, "wb") if out is not None else io.BytesIO()
+    with sink:
+        blob = _Hashing(sink)
+        with gzip.GzipFile(filename="", mode="wb", fileobj=cast(BinaryIO, blob), mtime=0, compresslevel=GZIP_LEVEL) as gz:
+            tar_bytes = _Hashing(gz)
+            with tarfile.open(fileobj=cast(BinaryIO, tar_bytes), mode="w", format=tarfile.GNU_FORMAT) as tar:
+                for path in sorted(entries):
+                    _add(tar, path, entries[path])
+        data = sink.getvalue() if isinstance(sink, io.BytesIO) else None
+    return Layer(blob.digest(), blob.size, tar_bytes.digest(), OCI_LAYER_GZIP, created_by, data=data, path=out)
 
 
-def layer_from_tree(root: Path, prefix: str, *, created_by: str = "") -> Layer:
+def layer_from_tree(root: Path, prefix: str, *, created_by: str = "", out: Path | None = None) -> Layer:
     """Every file under ``root`` (this host), placed under ``prefix`` in the image."""
     files: dict[str, FileSource] = {}
     for path in sorted(root.rglob("*")):
         if path.is_file():
             files[f"{prefix.rstrip('/')}/{path.relative_to(root).as_posix()}"] = path
-    return layer_from_files(files, created_by=created_by)
+    return layer_from_files(files, created_by=created_by, out=out)
 
 
-def layer_from_tar(tar: bytes, *, created_by: str = "") -> Layer:
-    """Gzip ``tar`` with a fixed header (mtime 0, no file name) and describe it."""
-    out = io.BytesIO()
-    with gzip.GzipFile(filename="", mode="wb", fileobj=out, mtime=0, compresslevel=GZIP_LEVEL) as gz:
-        gz.write(tar)
-    blob = out.getvalue()
-    return Layer(sha256(blob), len(blob), sha256(tar), OCI_LAYER_GZIP, created_by, data=blob)
+class _Hashing:
+    """A write-only file that hashes and counts what passes through it to ``target``."""
+
+    def __init__(self, target: Any) -> None:
+        self.target = target
+        self.size = 0
+        self._sha = hashlib.sha256()
+
+    def write(self, data: bytes) -> int:
+        self._sha.update(data)
+        self.size += len(data)
+        self.target.write(data)
+        return len(data)
+
+    def tell(self) -> int:
+        return self.size
+
+    def flush(self) -> None:
+        self.target.flush()
+
+    def digest(self) -> str:
+        return "sha256:" + self._sha.hexdigest()
+
+
+def _add(tar: tarfile.TarFile, path: str, source: FileSource | None) -> None:
+    info = tarfile.TarInfo(path)
+    info.mtime = 0
+    info.uid = info.gid = 0
+    info.uname = info.gname = ""
+    if source is None:
+        info.type = tarfile.DIRTYPE
+        info.mode = DIR_MODE
+        tar.addfile(info)
+    elif isinstance(source, Path):
+        info.size = source.stat().st_size
+        info.mode = EXEC_MODE if source.stat().st_mode & 0o111 else FILE_MODE
+        with open(source, "rb") as handle:
+            tar.addfile(info, handle)
+    else:
+        data, info.mode = (source, FILE_MODE) if isinstance(source, bytes) else source
+        info.size = len(data)
+        tar.addfile(info, io.BytesIO(data))
 
 
 def _member_name(name: str) -> str:
@@ -268,12 +297,3 @@ def _member_name(name: str) -> str:
     if not path or any(part in ("", ".", "..") for part in path.split("/")):
         raise ValueError(f"not a clean absolute path for a file in an image: {name!r}")
     return path
-
-
-def _content(source: FileSource) -> tuple[bytes, int]:
-    if isinstance(source, bytes):
-        return source, FILE_MODE
-    if isinstance(source, tuple):
-        return source
-    data = source.read_bytes()
-    return data, EXEC_MODE if source.stat().st_mode & 0o111 else FILE_MODE

@@ -9,6 +9,7 @@ import json
 import os
 import socket
 import uuid
+from pathlib import Path
 
 import pytest
 
@@ -89,17 +90,18 @@ def test_pushing_the_same_image_again_sends_only_the_manifest(registry_url: str,
     assert again.uploaded_bytes == len(image.manifest_bytes)
 
 
-def test_a_blob_larger_than_the_chunk_size_goes_up_in_chunks_and_reads_back(registry_url: str,
-                                                                             base: oci.Image) -> None:
-    image, repository = _image(base, os.urandom(50_000)), _repo(registry_url)
+def test_a_file_larger_than_the_chunk_size_goes_up_in_chunks_and_reads_back(
+        registry_url: str, base: oci.Image, tmp_path: Path) -> None:
+    layer = oci.layer_from_files({"/opt/test/random": os.urandom(50_000)}, out=tmp_path / "layer.tar.gz")
+    image, repository = oci.append(base, layer), _repo(registry_url)
     registry = OCIRegistry(RegistryClient(StaticKeychain("nowhere.invalid", "", "")), chunk_size=8192)
     try:
         report = registry.push_image(image, repository, [], lambda line: None)
-        layer = image.layers[-1]
         back = registry.client.blob(registry_url, repository.split("/", 1)[1], layer.digest)
     finally:
         registry.close()
-    assert back == layer.read() and layer.size > 8192
+    assert layer.data is None and back == (tmp_path / "layer.tar.gz").read_bytes() and layer.size > 8192
+    assert report.uploaded_bytes == layer.size + len(image.config_bytes) + len(image.manifest_bytes)
     assert report.tags == () and report.ref.digest == image.digest
 
 

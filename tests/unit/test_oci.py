@@ -40,6 +40,15 @@ def test_digests_describe_the_bytes() -> None:
     assert layer != oci.layer_from_files({**FILES, "/opt/app/a.txt": b"changed"})
 
 
+def test_a_layer_written_to_a_file_is_the_same_layer_as_in_memory(tmp_path: Path) -> None:
+    source = tmp_path / "big.bin"
+    source.write_bytes(b"0123456789" * 100_000)
+    in_memory = oci.layer_from_files({"/opt/big.bin": source.read_bytes()})
+    on_disk = oci.layer_from_files({"/opt/big.bin": source}, out=tmp_path / "layer.tar.gz")
+    assert on_disk == in_memory and on_disk.data is None and on_disk.path == tmp_path / "layer.tar.gz"
+    assert on_disk.read() == in_memory.read()
+
+
 def test_append_returns_a_new_image_and_leaves_the_base_as_it_was() -> None:
     base = oci.empty()
     layer = oci.layer_from_files(FILES, created_by="files")

@@ -136,11 +136,8 @@ class AppendBuilder:
         try:
             install_target(work / "site", requirements, python_minor=minor, architecture=architecture, log=log)
             created_by = f"gazelle: pip install --target {DEPS} " + " ".join(sorted(requirements))
-            layer = oci.layer_from_tree(work / "site", DEPS, created_by=created_by[:4000])
-            assert layer.data is not None
-            tmp = work / "layer.tar.gz"
-            tmp.write_bytes(layer.data)
-            os.replace(tmp, blob)
+            layer = oci.layer_from_tree(work / "site", DEPS, created_by=created_by[:4000], out=work / "layer.tar.gz")
+            os.replace(work / "layer.tar.gz", blob)
             # The description is written last: it is what says the cached layer is complete.
             (work / "layer.json").write_text(json.dumps({"digest": layer.digest, "size": layer.size,
                                                          "diff_id": layer.diff_id, "created_by": layer.created_by}))

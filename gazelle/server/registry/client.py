@@ -24,7 +24,8 @@ import hashlib
 import json
 import re
 import time
-from typing import Any, Iterable, Mapping, Sequence
+from pathlib import Path
+from typing import Any, Iterable, Iterator, Mapping, Sequence
 
 import httpx
 
@@ -264,13 +265,16 @@ class RegistryClient:
                                 status=response.status_code, url=redact(response.request.url))
         return str(response.request.url.join(location))
 
-    def finish_upload(self, host: str, repository: str, location: str, digest: str, data: bytes,
+    def finish_upload(self, host: str, repository: str, location: str, digest: str, data: bytes | Path,
                       scopes: Sequence[str], chunk_size: int) -> None:
-        """Send ``data`` to the session at ``location``: one PUT, or PATCH chunks then a PUT."""
+        """Send ``data`` (bytes, or a file read ``chunk_size`` at a time) to the session at ``location``:
+        one PUT, or PATCH chunks then a PUT when it is larger than ``chunk_size``."""
         what = f"upload the blob {digest} to {repository}"
-        if len(data) > chunk_size:
-            for start in range(0, len(data), chunk_size):
-                chunk = data[start:start + chunk_size]
+        size = data.stat().st_size if isinstance(data, Path) else len(data)
+        if size <= chunk_size:
+            data = data.read_bytes() if isinstance(data, Path) else data
+        else:
+            for start, chunk in _chunks(data, chunk_size):
                 response = self.request("PATCH", host, location, scopes=scopes, ok=(202,), what=what, retry=False,
                                         content=chunk, headers={
                                             "Content-Type": "application/octet-stream",
@@ -304,6 +308,18 @@ class RegistryClient:
         """Delete the manifest ``digest`` (and so every tag on it)."""
         self.request("DELETE", host, f"/v2/{repository}/manifests/{digest}", ok=(202, 200),
                      scopes=[f"repository:{repository}:delete"], what=f"delete {repository}@{digest}")
+
+
+def _chunks(data: bytes | Path, size: int) -> Iterator[tuple[int, bytes]]:
+    """(offset, bytes) pieces of ``data``; a file is read one piece at a time."""
+    if isinstance(data, bytes):
+        yield from ((start, data[start:start + size]) for start in range(0, len(data), size))
+        return
+    with open(data, "rb") as handle:
+        start = 0
+        while chunk := handle.read(size):
+            yield start, chunk
+            start += len(chunk)
 
 
 def _registry_error(response: httpx.Response) -> tuple[str | None, str]:

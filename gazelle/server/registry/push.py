@@ -14,6 +14,7 @@ from __future__ import annotations
 import json
 import platform
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Callable, Sequence
 
 from gazelle.errors import RegistryError
@@ -128,9 +129,9 @@ def push_image(client: RegistryClient, image: oci.Image, repository: str, tags: 
                 continue
             sent += size
         else:
-            data = image.config_bytes if layer is None else layer.read()
+            data = image.config_bytes if layer is None else layer.path or layer.read()
             _upload(client, host, repo, digest, data, scopes, chunk_size)
-            sent += len(data)
+            sent += size
         uploaded.append(digest)
     references = list(tags) or [image.digest]
     for reference in references:
@@ -160,7 +161,7 @@ def _mount_or_copy(client: RegistryClient, layer: oci.Layer, host: str, repo: st
     return False
 
 
-def _upload(client: RegistryClient, host: str, repo: str, digest: str, data: bytes, scopes: Sequence[str],
+def _upload(client: RegistryClient, host: str, repo: str, digest: str, data: bytes | Path, scopes: Sequence[str],
             chunk_size: int, *, location: str | None = None) -> None:
     """One blob, restarted from a new session when a retryable failure cuts it (bounded)."""
     for attempt in range(client.retries + 1):
