@@ -119,3 +119,27 @@ def test_a_python_without_a_configured_base_names_the_python_and_the_setting(tmp
     assert builder.base_for("3.11") == "127.0.0.1:5000/gazelle/python:3.11"
     assert AppendBuilder(builder.registry, {}, tmp_path).base_for("3.12") == "python:3.12-slim"
     builder.close()
+
+
+def test_credentials_are_never_sent_to_a_token_service_over_plain_http() -> None:
+    """A fake registry (an ``httpx.MockTransport``): a remote host whose challenge names an http realm
+    cannot run on this loopback-only machine."""
+    import httpx
+
+    from gazelle.errors import RegistryError
+
+    asked: list[str] = []
+
+    def registry(request: httpx.Request) -> httpx.Response:
+        asked.append(str(request.url))
+        return httpx.Response(401, headers={"WWW-Authenticate": 'Bearer realm="http://auth.example/token",service="r"'})
+
+    client = RegistryClient(StaticKeychain(None, "robot", "s3cret"), transport=httpx.MockTransport(registry))
+    try:
+        with pytest.raises(RegistryError, match="registry reg.example sends its clients to a token service over "
+                                                "plain http") as raised:
+            client.tags("reg.example", "team/model")
+    finally:
+        client.close()
+    assert asked == ["https://reg.example/v2/team/model/tags/list"]
+    assert "s3cret" not in f"{raised.value} {raised.value.url}"

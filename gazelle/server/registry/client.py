@@ -30,7 +30,7 @@ from typing import Any, Iterable, Iterator, Mapping, Sequence
 import httpx
 
 from gazelle.errors import RegistryError
-from gazelle.server.registry.keychain import Keychain
+from gazelle.server.registry.keychain import Credentials, Keychain
 
 RETRY_STATUSES = frozenset({408, 429, 500, 502, 503, 504})
 LOCAL_HOSTS = ("127.0.0.1", "localhost", "[::1]", "::1")
@@ -68,9 +68,16 @@ class RegistryClient:
         self._schemes: dict[str, str] = {}               # host -> "basic" | "bearer", from its challenge
         self._challenges: dict[str, dict[str, str]] = {}  # host -> bearer realm and service
         self._tokens: dict[tuple[str, str], str] = {}     # (host, scopes) -> bearer token
+        self._creds: dict[str, Credentials | None] = {}    # host -> what the keychain said, asked once
 
     def close(self) -> None:
         self._http.close()
+
+    def _credentials(self, host: str) -> Credentials | None:
+        # A credential helper is a process: ask it once per host, not once per request.
+        if host not in self._creds:
+            self._creds[host] = self.keychain.credentials(host)
+        return self._creds[host]
 
     def base_url(self, host: str) -> str:
         bare = host.rsplit(":", 1)[0] if not host.endswith("]") else host
@@ -145,7 +152,7 @@ class RegistryClient:
     def _authorization(self, host: str, scopes: Sequence[str], *, fetch: bool) -> dict[str, str]:
         scheme = self._schemes.get(host)
         if scheme == "basic":
-            creds = self.keychain.credentials(host)
+            creds = self._credentials(host)
             if creds is None or not creds.username:
                 return {}
             pair = f"{creds.username}:{creds.password}".encode()
@@ -165,8 +172,12 @@ class RegistryClient:
         # A registry may name a scope the call did not think of (Docker Hub's for a library image): ask for both.
         wanted = challenge["scope"]
         scopes = [*scopes, wanted] if wanted and wanted not in scopes else list(scopes)
-        creds = self.keychain.credentials(host)
+        creds = self._credentials(host)
         realm = httpx.URL(challenge["realm"])
+        if creds is not None and realm.scheme != "https" and not self.base_url(_netloc(realm)).startswith("http:"):
+            raise RegistryError(f"registry {host} sends its clients to a token service over plain http; "
+                                "gazelle does not send credentials there", url=redact(realm),
+                                hint="list the token service's host in GAZELLE_REGISTRY_INSECURE if that is intended")
         try:
             if creds is not None and creds.identity_token:
                 response = self._http.post(realm, data={
@@ -200,7 +211,7 @@ class RegistryClient:
         status = response.status_code
         code, message = _registry_error(response)
         url = redact(response.request.url)
-        creds = self.keychain.credentials(host) if status == 401 else None
+        creds = self._credentials(host) if status == 401 else None
         retryable = status in RETRY_STATUSES
         if status == 401 and "insufficient_scope" in response.headers.get("www-authenticate", ""):
             return RegistryError(f"registry {host} refused access to {', '.join(scopes)}: could not {what}",
@@ -330,6 +341,11 @@ def _registry_error(response: httpx.Response) -> tuple[str | None, str]:
     except (ValueError, AttributeError):
         return None, ""
     return (str(first["code"]) if first.get("code") else None), str(first.get("message") or "")[:200]
+
+
+def _netloc(url: httpx.URL) -> str:
+    host = f"[{url.host}]" if ":" in url.host else url.host
+    return f"{host}:{url.port}" if url.port else host
 
 
 def _transport_reason(err: httpx.TransportError) -> str:
