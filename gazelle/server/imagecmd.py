@@ -33,9 +33,8 @@ def repository_for(registry: str, name: str) -> str:
 
 def main(args: argparse.Namespace) -> int:
     from gazelle.bundle import read_manifest
-    from gazelle.server.builders.append import AppendBuilder
-    from gazelle.server.registry import image_publisher, open_registry
     from gazelle.server.settings import Settings
+    from gazelle.server.wiring import append_builder
 
     if args.version < 0:
         raise ConfigError(f"--version must be 0 or more, got {args.version}")
@@ -45,17 +44,15 @@ def main(args: argparse.Namespace) -> int:
                           "valid builders: append")
     bundle = Path(args.bundle)
     manifest = read_manifest(bundle)
-    repository = repository_for(args.registry, str(manifest["name"]))
+    name = str(manifest["name"])
+    repository_for(args.registry, name)   # a malformed --registry fails before any work
 
     def log(line: str) -> None:
         print(line, file=sys.stderr, flush=True)
 
-    registry = open_registry(settings.registry, settings.registry_user, settings.registry_password,
-                             insecure=settings.registry_insecure)
-    builder = AppendBuilder(registry, settings.base_images, settings.data_dir / "cache")
+    builder, publish = append_builder(settings)
     try:
-        image = builder.build(bundle, manifest, log, version=args.version)
-        ref = image_publisher(registry, repository.rsplit("/", 1)[0])(image, str(manifest["name"]), args.version, log)
+        ref = publish(builder.build(bundle, manifest, log, version=args.version), name, args.version, log)
     finally:
         builder.close()
     print(str(ref), flush=True)

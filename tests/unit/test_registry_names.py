@@ -143,3 +143,16 @@ def test_credentials_are_never_sent_to_a_token_service_over_plain_http() -> None
         client.close()
     assert asked == ["https://reg.example/v2/team/model/tags/list"]
     assert "s3cret" not in f"{raised.value} {raised.value.url}"
+
+
+def test_the_append_builder_needs_a_registry_and_is_wired_without_io(tmp_path: Path) -> None:
+    from gazelle.server import wiring
+    from gazelle.server.settings import Settings
+
+    with pytest.raises(ConfigError, match="set GAZELLE_REGISTRY"):
+        wiring.append_builder(Settings(data_dir=tmp_path))
+    builder, publish = wiring.append_builder(Settings(data_dir=tmp_path, registry="127.0.0.1:5000/models",
+                                                      base_images={"3.11": "127.0.0.1:5000/gazelle/python:3.11"}))
+    assert builder.cache_dir == tmp_path / "cache" and callable(publish)
+    assert list(tmp_path.iterdir()) == [], "wiring must do no I/O"
+    builder.close()
