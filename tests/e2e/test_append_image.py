@@ -93,6 +93,7 @@ def test_image_runs_as_non_root_and_serves_the_bundle_on_the_port_it_is_given(
         uid = container.exec_run(["python3", "-c", "import os; print(os.getuid(), os.getgid())"]).output.decode()
     finally:
         container.remove(force=True)
+        docker_client.images.remove(pulled.id, force=True)
     assert answer == {"predictions": [6, 3], "model": "wordcount", "version": 2}
     assert uid.split() == USER.split(":") and uid.split()[0] != "0"
 
