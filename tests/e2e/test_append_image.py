@@ -20,6 +20,7 @@ from gazelle.server import oci
 from gazelle.server.builders.append import BUNDLE, USER, AppendBuilder
 from gazelle.server.registry import open_registry
 from gazelle.server.registry.push import OCIRegistry
+from tests.conftest import AuthRegistry
 
 REPO = Path(__file__).parents[2]
 READY_TIMEOUT = 60.0
@@ -134,6 +135,21 @@ def test_the_same_bundle_built_in_two_processes_gives_one_digest(
     finally:
         registry.close()
     assert any(tag.startswith("v7-") for tag in tags)
+
+
+def test_gazelle_image_pushes_with_the_settings_credentials_and_never_prints_them(
+        tmp_path: Path, auth_registry: AuthRegistry, base_image: str) -> None:
+    path = _bundle(tmp_path, 6, name="private")
+    (tmp_path / "docker").mkdir()   # an empty docker config: the settings are what remains
+    env = {**os.environ, "GAZELLE_DATA_DIR": str(tmp_path / "data"), "PYTHONPATH": str(REPO),
+           "DOCKER_CONFIG": str(tmp_path / "docker"), "GAZELLE_REGISTRY_USER": auth_registry.user,
+           "GAZELLE_REGISTRY_PASSWORD": auth_registry.password,
+           "GAZELLE_BASE_IMAGES": f'{{"{sys.version_info.major}.{sys.version_info.minor}": "{base_image}"}}'}
+    got = subprocess.run([sys.executable, "-m", "gazelle.cli", "image", str(path), "--registry",
+                          f"{auth_registry.host}/gazelle-test"], env=env, capture_output=True, text=True, timeout=600)
+    assert got.returncode == 0, got.stderr[-3000:]
+    assert got.stdout.strip().splitlines()[-1].startswith(f"{auth_registry.host}/gazelle-test/private@sha256:")
+    assert auth_registry.password not in got.stdout + got.stderr
 
 
 def test_a_pin_with_no_wheel_fails_the_build_naming_it_and_the_docker_builder(
