@@ -9,6 +9,7 @@ import signal
 import threading
 from pathlib import Path
 
+import psutil
 import pytest
 
 from gazelle.server.jobs import RESTART_MESSAGE
@@ -113,4 +114,31 @@ def test_ctrl_c_stops_the_server_and_the_model_processes_it_started(tmp_path: Pa
         wait_for(lambda: runtime_pids(data_dir) == [], "the model processes to stop", timeout=10)
     finally:
         server.kill()
+        kill_runtimes(data_dir)
+
+
+def test_kill_9_of_the_master_leaves_the_models_serving_for_the_next_start(tmp_path: Path) -> None:
+    data_dir = tmp_path / "data"
+    first = start_server(data_dir)
+    second = None
+    try:
+        first.deploy("sturdy", bundle(lengths, "sturdy"))
+        before = sorted(runtime_pids(data_dir))
+        assert before
+        workers = [p.pid for p in psutil.Process(first.popen.pid).children()]
+        os.kill(first.popen.pid, signal.SIGKILL)   # the master only: its worker sees "Parent changed"
+        first.popen.wait(30)
+        wait_for(lambda: not any(psutil.pid_exists(w) and psutil.Process(w).status() != psutil.STATUS_ZOMBIE
+                                 for w in workers), "the orphaned worker to exit", timeout=90)
+        assert sorted(runtime_pids(data_dir)) == before   # not one model process was stopped
+        assert "leaving the model versions running" in first.log_text()
+
+        second = start_server(data_dir)
+        answer = second.predict("/m/sturdy/predict", ["abcd"])
+        assert answer.status_code == 200 and answer.json()["predictions"] == [4]
+        assert sorted(runtime_pids(data_dir)) == before   # adopted, not started again
+    finally:
+        first.kill()
+        if second is not None:
+            second.terminate()
         kill_runtimes(data_dir)
