@@ -7,6 +7,7 @@ import json
 import os
 import signal
 import threading
+import time
 from pathlib import Path
 
 import psutil
@@ -137,6 +138,58 @@ def test_kill_9_of_the_master_leaves_the_models_serving_for_the_next_start(tmp_p
         answer = second.predict("/m/sturdy/predict", ["abcd"])
         assert answer.status_code == 200 and answer.json()["predictions"] == [4]
         assert sorted(runtime_pids(data_dir)) == before   # adopted, not started again
+    finally:
+        first.kill()
+        if second is not None:
+            second.terminate()
+        kill_runtimes(data_dir)
+
+
+class SlowToLoad:
+    """Takes a while to unpickle, as a large model does."""
+
+    def predict(self, rows: list[str]) -> list[int]:
+        return [len(r) for r in rows]
+
+    def __getstate__(self) -> dict[str, bool]:
+        return {"slow": True}
+
+    def __setstate__(self, state: dict[str, bool]) -> None:
+        import time as _time
+
+        _time.sleep(8)
+
+
+def test_after_a_restart_each_model_serves_once_its_own_runtime_is_back_and_never_502s(tmp_path: Path) -> None:
+    data_dir = tmp_path / "data"
+    first = start_server(data_dir)
+    second = None
+    try:
+        first.deploy("quick", bundle(lengths, "quick"))
+        first.deploy("sluggish", bundle(SlowToLoad(), "sluggish"))
+        first.kill()
+        kill_runtimes(data_dir)   # both must be started again, not adopted
+
+        second = start_server(data_dir, ready="/healthz")
+        seen: dict[str, set[int]] = {"quick": set(), "sluggish": set()}
+        quick_first = None
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline:
+            for name in seen:
+                answer = second.predict(f"/m/{name}/predict", ["abc"])
+                seen[name].add(answer.status_code)
+                if answer.status_code == 503:
+                    assert answer.json()["error"]["type"] == "restoring"
+                    assert answer.headers["Retry-After"] == "2"
+                if name == "quick" and answer.status_code == 200 and quick_first is None:
+                    quick_first = 200 not in seen["sluggish"]
+            if 200 in seen["sluggish"]:
+                break
+            time.sleep(0.05)
+        assert 200 in seen["quick"] and 200 in seen["sluggish"], seen
+        assert quick_first is True   # the quick model served while the slow one was still loading
+        assert 503 in seen["sluggish"]
+        assert all(code in (200, 503) for codes in seen.values() for code in codes), seen   # never a 502
     finally:
         first.kill()
         if second is not None:
