@@ -4,7 +4,8 @@
 . "$(dirname "$0")/lib.sh"
 
 PACKAGES=(docker.io docker-registry debootstrap apache2-utils etcd-server golang-go rsync jq dpkg-dev
-          patch socat busybox-static postgresql curl bc openssl python3 chromium wrk)
+          patch socat busybox-static postgresql curl bc openssl python3 python3-cryptography
+          chromium wrk)
 
 installed() { dpkg-query -W -f='${Status}' "$1" 2>/dev/null | grep -q '^install ok installed$'; }
 
