@@ -19,6 +19,8 @@ from typing import Any, Iterator, NamedTuple
 
 import pytest
 
+from tests.faultproxy import FaultProxy
+
 IN_CI = os.environ.get("CI", "").lower() == "true"
 
 
@@ -136,6 +138,15 @@ def token_registry(testenv: dict[str, str]) -> TokenRegistry:
                          v("GAZELLE_TEST_TOKEN_REGISTRY_PASSWORD", ""),
                          v("GAZELLE_TEST_TOKEN_REGISTRY_PULL_USER", ""),
                          v("GAZELLE_TEST_TOKEN_REGISTRY_PULL_PASSWORD", ""))
+
+
+@pytest.fixture
+def registry_proxy(registry_url: str) -> Iterator[FaultProxy]:
+    """A ``tests.faultproxy.FaultProxy`` in front of the plain registry, fresh for each test: give a
+    client ``registry_proxy.host`` instead of ``registry_url``; it counts the bytes that go up and
+    injects the faults it is told to (``fail``, ``drop``)."""
+    with FaultProxy(registry_url) as proxy:
+        yield proxy
 
 
 @pytest.fixture(scope="session")
