@@ -28,6 +28,7 @@ import socketserver
 import threading
 from dataclasses import dataclass
 from io import BufferedReader
+from typing import Union
 
 MAX_HEAD = 64 * 1024
 IO_TIMEOUT = 120.0
@@ -256,8 +257,12 @@ class FaultProxy:
                 assert up_reader is not None
                 upstream.sendall(req.head)
                 sent = _copy_body(reader, upstream, req)
-                status, received, keep = _relay_response(up_reader, client, req.method)
+                out = _HoldLast(client)
+                status, received, keep = _relay_response(up_reader, out, req.method)
+                # recorded before the answer's last bytes go out: a client holding the whole answer
+                # finds its exchange in the records
                 self._record(Exchange(req.method, req.target, sent, received, status))
+                out.flush()
                 # an upstream that closes (or sends no answer) closes the client's connection too:
                 # its Connection: close went to the client, or the client got nothing to wait for
                 if not keep or req.close:
@@ -346,7 +351,28 @@ def _read_request(reader: BufferedReader) -> _Request | None:
                     "chunked" in te, "close" in conn or version == "HTTP/1.0", expect)
 
 
-def _copy_exact(src: BufferedReader, dst: socket.socket | None, n: int) -> None:
+class _HoldLast:
+    """A sink that sends each piece only when the next one comes (or at ``flush``)."""
+
+    def __init__(self, sock: socket.socket) -> None:
+        self.sock = sock
+        self.held = b""
+
+    def sendall(self, data: bytes) -> None:
+        if self.held:
+            self.sock.sendall(self.held)
+        self.held = data
+
+    def flush(self) -> None:
+        if self.held:
+            self.sock.sendall(self.held)
+            self.held = b""
+
+
+_Sink = Union[socket.socket, _HoldLast]
+
+
+def _copy_exact(src: BufferedReader, dst: _Sink | None, n: int) -> None:
     while n > 0:
         block = src.read(min(n, BLOCK))
         if not block:
@@ -356,7 +382,7 @@ def _copy_exact(src: BufferedReader, dst: socket.socket | None, n: int) -> None:
         n -= len(block)
 
 
-def _copy_chunked(src: BufferedReader, dst: socket.socket | None) -> int:
+def _copy_chunked(src: BufferedReader, dst: _Sink | None) -> int:
     """Forward a chunked body as it is framed; returns the payload bytes."""
     total = 0
     while True:
@@ -386,8 +412,9 @@ def _copy_body(src: BufferedReader, dst: socket.socket | None, req: _Request) ->
     return 0
 
 
-def _relay_response(up: BufferedReader, client: socket.socket, method: str) -> tuple[int | None, int, bool]:
-    """Relay one response (after any 1xx); returns (status, body bytes, keep the connections)."""
+def _relay_response(up: BufferedReader, client: _HoldLast, method: str) -> tuple[int | None, int, bool]:
+    """Relay one response (after any 1xx); returns (status, body bytes, keep the connections).
+    The last piece stays held in ``client`` until the caller flushes it."""
     while True:
         lines = _read_head(up)
         if lines is None:
@@ -396,6 +423,7 @@ def _relay_response(up: BufferedReader, client: socket.socket, method: str) -> t
         client.sendall(b"\r\n".join(lines) + b"\r\n\r\n")
         if not 100 <= status < 200 or status == 101:
             break
+        client.flush()
     headers = _headers(lines[1:])
     keep = "close" not in (_get(headers, "connection") or "").lower()
     if method == "HEAD" or status in (204, 304) or 100 <= status < 200:
