@@ -15,6 +15,7 @@ import httpx
 import pytest
 
 from tests.conftest import TokenRegistry
+from tests.faultproxy import FaultProxy
 
 pytestmark = pytest.mark.e2e
 
@@ -156,3 +157,15 @@ def test_token_server_rejects_another_service_and_a_malformed_scope(token_regist
     malformed = httpx.get(reg.realm, params={"scope": "gazelle-x-pull"}, auth=auth, timeout=TIMEOUT)
     assert malformed.status_code == 400
     assert "gazelle-x-pull" in malformed.text
+
+
+def test_a_fault_proxy_in_front_of_the_token_registry_counts_an_authorised_upload(
+        token_registry: TokenRegistry, repository: str) -> None:
+    reg = token_registry
+    token = get_token(reg, reg.user, reg.password, f"repository:{repository}:pull,push").json()["token"]
+    data = uuid.uuid4().bytes * 100
+    with FaultProxy(reg.host) as proxy:
+        refused = upload_blob(proxy.host, repository, data, "not-a-token")
+        assert refused.status_code == 401   # the registry's answer, relayed
+        assert upload_blob(proxy.host, repository, data, token).status_code == 201
+    assert proxy.uploaded_blobs() == {"sha256:" + hashlib.sha256(data).hexdigest(): len(data)}
