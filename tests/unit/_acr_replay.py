@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import io
 import json
+from http import HTTPStatus
 from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
@@ -139,7 +140,7 @@ def _response(request: Any, recorded: dict[str, Any]) -> Any:
     data = body.encode() if isinstance(body, str) else json.dumps(body).encode()
     raw = requests.Response()
     raw.status_code = int(recorded["status"])
-    raw.reason = recorded.get("reason", requests.status_codes._codes.get(raw.status_code, ("",))[0].upper())
+    raw.reason = recorded.get("reason", HTTPStatus(raw.status_code).phrase)
     raw.headers.update(recorded.get("headers", {}))
     raw.headers["Content-Length"] = str(len(data))
     raw.raw = io.BytesIO(data)   # read as urllib3's stream would be
