@@ -93,7 +93,7 @@ def gateway_blueprint(resolve: Resolve, authorize: Authorize) -> Blueprint:
 
     @bp.errorhandler(GazelleError)
     def _error(err: GazelleError) -> Any:
-        return jsonify(err.to_json()), err.code
+        return jsonify(err.to_json()), err.code, err.headers()
 
     @bp.route("/m/<name>/_gazelle/signin", methods=["POST"])
     def signin(name: str) -> BaseResponse:

@@ -33,7 +33,7 @@ from gazelle.server.events import EventHub
 from gazelle.server.jobs import JobRecorder, RESTART_MESSAGE
 from gazelle.server.routes import RouteTable
 from gazelle.server.store import ACTIVE, JobRow, Store, VersionRow
-from gazelle.server.targets import Log, Release, Target
+from gazelle.server.targets import Log, Release, Running, Target
 
 log = logging.getLogger("gazelle.server")
 
@@ -305,10 +305,23 @@ class Pipeline:
         if releases:
             log.info("restoring %d live version(s): %s", len(releases),
                      ", ".join(f"{r.name} v{r.version}" for r in releases))
+        # Until its own runtime answers, each model's URL says "restoring" (503, Retry-After), never 502.
+        for r in releases:
+            self.store.update_version(r.name, r.version, status="restoring")
+        self.routes.invalidate()
+
+        def ready(running: Running) -> None:
+            self.store.update_version(running.name, running.version, status="live", url=running.url)
+            self.routes.invalidate(running.name)
+
         # Always asked, even with nothing live: restore is also where a target finds the runtimes a
         # previous server left behind, so that the loop below can stop the ones no longer wanted.
-        for running in self.target.restore(releases, lambda line: log.info("restore: %s", line)):
-            self.store.update_version(running.name, running.version, url=running.url)
+        back = {(r.name, r.version) for r in self.target.restore(
+            releases, lambda line: log.info("restore: %s", line), on_ready=ready)}
+        for r in releases:
+            if (r.name, r.version) not in back:
+                log.error("model %s version %d could not be restored", r.name, r.version)
+                self.store.update_version(r.name, r.version, status="down", url=None)
         wanted = {(v.model, v.version) for v in live} | active
         for running in self.target.running():
             if (running.name, running.version) not in wanted:

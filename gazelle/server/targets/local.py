@@ -48,7 +48,7 @@ import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 from gazelle.errors import TargetError
 from gazelle.server import upstream
@@ -61,6 +61,7 @@ from gazelle.server.targets._supervise import Watchdog
 READY_PATH = "/v2/health/ready"
 _TAIL = 40
 _SOCKET = "http.sock"
+_RESTORE_AT_ONCE = 4   # runtimes started together after a restart (each loads its model: CPU and memory)
 # The runtime runs the model's code: it gets a small environment, never the server's secrets.
 _PASS_ENV = ("PATH", "LANG", "LANGUAGE", "TZ", "SSL_CERT_FILE", "SSL_CERT_DIR", "GAZELLE_MAX_BODY_BYTES")
 _PASS_PREFIXES = ("LC_", "GAZELLE_RUNTIME_", "OMP_", "MKL_", "OPENBLAS_")
@@ -166,13 +167,20 @@ class LocalTarget:
             procs = list(self._procs.values())
         return [p.running() for p in procs if p.alive()]
 
-    def restore(self, releases: list[Release], log: Log) -> list[Running]:
-        """Adopt or start every release, several at once; see ``restore_one`` for one."""
+    def restore(self, releases: list[Release], log: Log,
+                on_ready: Callable[[Running], None] | None = None) -> list[Running]:
+        """Adopt or start every release, ``_RESTORE_AT_ONCE`` at a time; see ``restore_one``."""
         from concurrent.futures import ThreadPoolExecutor
 
+        def one(release: Release) -> Running | None:
+            running = self.restore_one(release, log)
+            if running is not None and on_ready is not None:
+                on_ready(running)
+            return running
+
         self._watchdog.start()
-        with ThreadPoolExecutor(max_workers=4, thread_name_prefix="gazelle-restore") as pool:
-            results = list(pool.map(lambda r: self.restore_one(r, log), releases))
+        with ThreadPoolExecutor(max_workers=_RESTORE_AT_ONCE, thread_name_prefix="gazelle-restore") as pool:
+            results = list(pool.map(one, releases))
         self.stop_unwanted({(r.name, r.version) for r in releases}, log)
         return [r for r in results if r is not None]
 
