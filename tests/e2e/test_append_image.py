@@ -21,6 +21,7 @@ from gazelle.server.builders.append import BUNDLE, USER, AppendBuilder
 from gazelle.server.registry import open_registry
 from gazelle.server.registry.push import OCIRegistry
 from tests.conftest import AuthRegistry
+from tests.faultproxy import FaultProxy
 
 REPO = Path(__file__).parents[2]
 READY_TIMEOUT = 60.0
@@ -100,17 +101,20 @@ def test_image_runs_as_non_root_and_serves_the_bundle_on_the_port_it_is_given(
 
 
 def test_a_retrained_model_pushes_only_the_model_layer_the_config_and_the_manifest(
-        tmp_path: Path, builder: AppendBuilder, registry: OCIRegistry, registry_url: str) -> None:
-    repository = f"{registry_url}/gazelle-test/retrain-{uuid.uuid4().hex[:6]}"
+        tmp_path: Path, builder: AppendBuilder, registry: OCIRegistry, registry_url: str,
+        registry_proxy: FaultProxy) -> None:
+    repo = f"gazelle-test/retrain-{uuid.uuid4().hex[:6]}"
     first_path, second_path = _bundle(tmp_path, 1), _bundle(tmp_path, 2)
     first = builder.build(first_path, read_manifest(first_path), lambda line: None, version=1)
-    registry.push_image(first, repository, ["v1-1"], lambda line: None)
+    registry.push_image(first, f"{registry_url}/{repo}", ["v1-1"], lambda line: None)
     second = builder.build(second_path, read_manifest(second_path), lambda line: None, version=2)
-    report = registry.push_image(second, repository, ["v2-2"], lambda line: None)
+    # the redeploy goes through the byte-counting proxy: what it counts is what reached the registry
+    report = registry.push_image(second, f"{registry_proxy.host}/{repo}", ["v2-2"], lambda line: None)
     model = second.layers[-1]
     assert first.layers[:-1] == second.layers[:-1], "base, dependency and runtime layers are shared"
-    assert set(report.uploaded) == {model.digest, second.config_digest}
-    assert report.uploaded_bytes == model.size + len(second.config_bytes) + len(second.manifest_bytes)
+    assert registry_proxy.uploaded_blobs() == {model.digest: model.size, second.config_digest: len(second.config_bytes)}
+    assert registry_proxy.bytes_sent("PUT", "/manifests/") == len(second.manifest_bytes)
+    assert report.uploaded_bytes == registry_proxy.bytes_sent("PATCH") + registry_proxy.bytes_sent("PUT")
     assert report.uploaded_bytes - model.size < 64 * 1024
 
 

@@ -1,7 +1,7 @@
 """The registry client against the test environment's real registries (plain :5000, basic auth :5001).
 
-Faults (a 500 in the middle of a blob upload) come from a small proxy in front of the real registry,
-see ``_faults.py``; a registry that is down is a port nobody listens on.
+Faults (a 500 or a dropped connection in the middle of a blob upload) come from the fault proxy in
+front of the real registry (``registry_proxy``); a registry that is down is a port nobody listens on.
 """
 from __future__ import annotations
 
@@ -19,7 +19,7 @@ from gazelle.server.registry.client import RegistryClient
 from gazelle.server.registry.keychain import StaticKeychain
 from gazelle.server.registry.push import OCIRegistry
 from tests.conftest import AuthRegistry
-from tests.e2e._faults import fault_proxy, first_only
+from tests.faultproxy import FaultProxy
 
 
 def _registry(keychain: StaticKeychain | None = None, **kw: object) -> OCIRegistry:
@@ -169,42 +169,43 @@ def test_a_registry_that_is_down_is_a_retryable_error_naming_it() -> None:
 
 
 def test_one_500_in_the_middle_of_a_blob_upload_is_retried_and_the_push_succeeds(
-        registry_url: str) -> None:
+        registry_proxy: FaultProxy) -> None:
     image = _image(oci.empty())   # a base in another registry would be copied
-    with fault_proxy(registry_url, first_only("PUT", "/blobs/uploads/")) as proxy:
-        registry = _registry()
-        try:
-            report = registry.push_image(image, _repo(proxy.host), ["v1"], lambda line: None)
-            repo = report.ref.repository
-            body, _, _ = registry.client.manifest(proxy.host, repo, "v1", [oci.OCI_MANIFEST])
-        finally:
-            registry.close()
-    assert len(proxy.injected) == 1 and body == image.manifest_bytes
+    fault = registry_proxy.fail("PUT", r"/blobs/uploads/")
+    registry = _registry()
+    try:
+        report = registry.push_image(image, _repo(registry_proxy.host), ["v1"], lambda line: None)
+        body, _, _ = registry.client.manifest(registry_proxy.host, report.ref.repository, "v1", [oci.OCI_MANIFEST])
+    finally:
+        registry.close()
+    assert fault.fired == 1 and body == image.manifest_bytes
+    assert registry_proxy.uploaded_blobs() == {layer.digest: layer.size for layer in image.layers} | {
+        image.config_digest: len(image.config_bytes)}
 
 
 def test_a_connection_dropped_during_a_blob_upload_is_retried_and_the_push_succeeds(
-        registry_url: str) -> None:
-    image = _image(oci.empty())   # a base in another registry would be copied
-    with fault_proxy(registry_url, first_only("PUT", "/blobs/uploads/"), drop=True) as proxy:
-        registry = _registry()
-        try:
-            report = registry.push_image(image, _repo(proxy.host), ["v1"], lambda line: None)
-        finally:
-            registry.close()
-    assert len(proxy.injected) == 1 and report.ref.digest == image.digest
+        registry_proxy: FaultProxy) -> None:
+    image = _image(oci.empty())
+    fault = registry_proxy.drop("PUT", r"/blobs/uploads/")
+    registry = _registry()
+    try:
+        report = registry.push_image(image, _repo(registry_proxy.host), ["v1"], lambda line: None)
+    finally:
+        registry.close()
+    assert fault.fired == 1 and report.ref.digest == image.digest
     assert set(report.uploaded) == {image.layers[-1].digest, image.config_digest}
 
 
-def test_a_500_that_persists_ends_in_a_retryable_registry_error(registry_url: str) -> None:
-    with fault_proxy(registry_url, lambda method, path: method == "PUT" and "/blobs/uploads/" in path) as proxy:
-        registry = _registry(retries=2)
-        try:
-            with pytest.raises(RegistryError) as raised:
-                registry.push_image(_image(oci.empty()), _repo(proxy.host), ["v1"], lambda line: None)
-        finally:
-            registry.close()
+def test_a_500_that_persists_ends_in_a_retryable_registry_error(registry_proxy: FaultProxy) -> None:
+    fault = registry_proxy.fail("PUT", r"/blobs/uploads/", times=100)
+    registry = _registry(retries=2)
+    try:
+        with pytest.raises(RegistryError) as raised:
+            registry.push_image(_image(oci.empty()), _repo(registry_proxy.host), ["v1"], lambda line: None)
+    finally:
+        registry.close()
     err = raised.value
-    assert err.status == 500 and err.retryable and err.registry_code == "UNKNOWN"
-    assert f"registry {proxy.host} could not upload the blob" in str(err)
-    assert len(proxy.injected) == 3, "the first try and two retries"
+    assert err.status == 500 and err.retryable
+    assert f"registry {registry_proxy.host} could not upload the blob" in str(err)
+    assert fault.fired == 3, "the first try and two retries"
     assert err.url is not None and "_state=***" in err.url

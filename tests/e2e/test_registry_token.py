@@ -3,7 +3,6 @@ server (user ``gazelle`` may push ``gazelle/*``; ``gazelle-reader`` may only pul
 from __future__ import annotations
 
 import uuid
-from typing import NamedTuple
 
 import pytest
 
@@ -12,25 +11,7 @@ from gazelle.server import oci
 from gazelle.server.registry.client import RegistryClient
 from gazelle.server.registry.keychain import StaticKeychain
 from gazelle.server.registry.push import OCIRegistry, PushReport
-from tests.conftest import require
-
-
-class Bearer(NamedTuple):
-    host: str
-    user: str
-    password: str
-    reader: str
-    reader_password: str
-
-
-@pytest.fixture(scope="module")
-def bearer(testenv: dict[str, str]) -> Bearer:
-    v = testenv.get
-    found = Bearer(v("GAZELLE_TEST_TOKEN_REGISTRY", ""), v("GAZELLE_TEST_TOKEN_REGISTRY_USER", ""),
-                   v("GAZELLE_TEST_TOKEN_REGISTRY_PASSWORD", ""), v("GAZELLE_TEST_TOKEN_REGISTRY_PULL_USER", ""),
-                   v("GAZELLE_TEST_TOKEN_REGISTRY_PULL_PASSWORD", ""))
-    require(all(found), "the token-auth registry is not running: run `make testenv-up`")
-    return found
+from tests.conftest import TokenRegistry
 
 
 def _push(host: str, user: str, password: str) -> tuple[oci.Image, PushReport]:
@@ -46,24 +27,24 @@ def _push(host: str, user: str, password: str) -> tuple[oci.Image, PushReport]:
     return image, report
 
 
-def test_a_bearer_registry_takes_a_push_with_a_token_from_its_realm(bearer: Bearer) -> None:
-    image, report = _push(bearer.host, bearer.user, bearer.password)
+def test_a_bearer_registry_takes_a_push_with_a_token_from_its_realm(token_registry: TokenRegistry) -> None:
+    image, report = _push(token_registry.host, token_registry.user, token_registry.password)
     assert set(report.uploaded) == {image.layers[0].digest, image.config_digest}
 
 
-def test_a_token_refused_for_the_push_scope_is_a_registry_error_naming_registry_and_scope(bearer: Bearer) -> None:
+def test_a_token_refused_for_the_push_scope_is_a_registry_error_naming_registry_and_scope(token_registry: TokenRegistry) -> None:
     with pytest.raises(RegistryError) as raised:
-        _push(bearer.host, bearer.reader, bearer.reader_password)
+        _push(token_registry.host, token_registry.pull_user, token_registry.pull_password)
     err = raised.value
-    assert f"registry {bearer.host} refused access to repository:gazelle/bearer-" in str(err)
+    assert f"registry {token_registry.host} refused access to repository:gazelle/bearer-" in str(err)
     assert ":pull,push" in str(err) and not err.retryable
-    assert bearer.reader_password not in f"{err} {err.url} {err.hint}"
+    assert token_registry.pull_password not in f"{err} {err.url} {err.hint}"
 
 
-def test_a_wrong_password_at_the_token_service_names_the_registry_and_user_not_the_secret(bearer: Bearer) -> None:
+def test_a_wrong_password_at_the_token_service_names_the_registry_and_user_not_the_secret(token_registry: TokenRegistry) -> None:
     secret = "wrong-" + uuid.uuid4().hex
     with pytest.raises(RegistryError) as raised:
-        _push(bearer.host, bearer.user, secret)
+        _push(token_registry.host, token_registry.user, secret)
     err = raised.value
-    assert f"the token service of registry {bearer.host} refused the credentials of user {bearer.user}" in str(err)
+    assert f"the token service of registry {token_registry.host} refused the credentials of user {token_registry.user}" in str(err)
     assert err.status == 401 and secret not in f"{err} {err.url} {err.hint}"
