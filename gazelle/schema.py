@@ -5,7 +5,9 @@ A schema is a small JSON value stored in the bundle's ``gazelle.json``:
 - ``{"type": "text"}``: rows are strings; the model receives ``list[str]``.
 - ``{"type": "tensor", "dtype": "float64", "shape": [null, 20], "container": "ndarray"|"list"}``: rows
   are lists of numbers (single numbers when the shape is ``[null]``); the model receives an ndarray of
-  that dtype, or a list of lists when the sample was a list.
+  that dtype, or a list of lists when the sample was a list. A plain-list sample of ints gives float64
+  (any number is accepted); only numpy and pandas samples give integer dtypes, which accept integral
+  floats and refuse fractions with a message naming the column and how to widen the sample.
 - ``{"type": "table", "columns": [{"name": "amount", "dtype": "float64"}, ...]}``: rows are objects
   keyed by column; the model receives a pandas DataFrame with exactly those columns and dtypes.
   Column dtypes: numpy ints, floats and bool; strings (``object``, ``str``, ``string``); ``category``
@@ -96,6 +98,10 @@ def infer(sample: Any) -> dict[str, Any]:
             arr = np.asarray(sample)
         except (ValueError, TypeError):
             return {"type": "any"}
+        if arr.dtype.kind in "iu":
+            # Plain Python ints say nothing about a dtype: a row of [-1, 5, 2.5] is as valid as the
+            # sample's [1, 2, 3]. Integer dtypes come only from numpy or pandas samples.
+            arr = arr.astype("float64")
         if arr.dtype.kind in "biuf" and arr.ndim >= 1:
             return _array_schema(arr, "list")
         return {"type": "any"}
@@ -259,7 +265,7 @@ def _walk_tensor(value: Any, inner: Sequence[int | None], dtype: str, path: str)
     _check_scalar(value, dtype, path)
 
 
-def _check_scalar(value: Any, dtype: str, path: str) -> None:
+def _check_scalar(value: Any, dtype: str, path: str, column: str | None = None) -> None:
     allowed, words = _element(dtype)
     kind = type(value)
     if kind in allowed:
@@ -272,7 +278,21 @@ def _check_scalar(value: Any, dtype: str, path: str) -> None:
         if math.isfinite(value) and value.is_integer():
             _check_int_range(int(value), dtype, path)
             return
+        if math.isfinite(value):
+            raise SchemaError(path, f"expected an integer, got {describe(value)}: the sample's "
+                                    f"{_where(column)} is {dtype}; to accept fractions, deploy with a "
+                                    f"float sample ({_widen(column)})")
     raise SchemaError(path, f"expected {words}, got {describe(value)}")
+
+
+def _where(column: str | None) -> str:
+    return f"column {json.dumps(column, ensure_ascii=False)}" if column is not None else "dtype"
+
+
+def _widen(column: str | None) -> str:
+    if column is not None:
+        return f"sample.astype({{{json.dumps(column, ensure_ascii=False)}: float}})"
+    return "sample.astype(float)"
 
 
 def _check_int_range(value: int, dtype: str, path: str) -> None:
@@ -346,7 +366,7 @@ def _column(values: list[Any], col: Mapping[str, Any], field: str) -> Any:
             arr = None
         if arr is not None and (arr.dtype.kind != "f" or np.isfinite(arr).all()):
             return arr
-    fail(lambda v, path: _check_scalar(v, dtype, path))
+    fail(lambda v, path: _check_scalar(v, dtype, path, name))
     return np.asarray(values, dtype=dtype)
 
 
