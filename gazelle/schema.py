@@ -230,7 +230,7 @@ def _decode_tensor(instances: Sequence[Any], schema: Mapping[str, Any], field: s
     if types is not None and types <= allowed:
         try:
             arr = np.asarray(instances, dtype=dtype)
-        except (ValueError, OverflowError):  # ragged rows, integers beyond the dtype
+        except (ValueError, OverflowError, TypeError):  # ragged rows, big integers, objects as rows
             arr = None
         if (arr is not None and _shape_fits(arr.shape[1:], inner)
                 and (arr.dtype.kind != "f" or np.isfinite(arr).all())):

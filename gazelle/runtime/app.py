@@ -173,9 +173,10 @@ def build_app(loaded: loader.Loaded, settings: RuntimeSettings) -> Flask:
         head, binary = v2wire.split(wire.read_body(environ, limit), length)
         body = wire.parse_json(head)
         v2wire.attach_binary_inputs(body, binary)
+        wanted_binary = v2wire.binary_outputs(body) if isinstance(body, dict) else {}
         answer, rows = plane.infer(body)
         metrics.rows.inc(rows)
-        data, headers = v2wire.encode(answer, v2wire.binary_outputs(body))
+        data, headers = v2wire.encode(answer, wanted_binary)
         return Response(data, headers=headers)
 
     def error_response(err: Exception, environ: dict[str, Any], method: str, path: str) -> Response:

@@ -200,6 +200,13 @@ def test_integer_tensor_refuses_fractions_and_overflow_but_takes_integral_floats
     assert "fits int64" in _problem([[1, 2 ** 70]], sch)
 
 
+def test_objects_where_numeric_rows_belong_are_schema_errors():
+    sch = {"type": "tensor", "dtype": "float64", "shape": [None, 4], "container": "ndarray"}
+    assert _problem([{}], sch) == "instances[0]: expected a list of 4 numbers, got object"
+    assert _problem([[{}, 1, 2, 3]], sch) == "instances[0][0]: expected number, got object"
+    assert _problem([{}], {**sch, "shape": [None]}) == "instances[0]: expected number, got object"
+
+
 def test_single_number_rows():
     sch = {"type": "tensor", "dtype": "float64", "shape": [None], "container": "list"}
     assert schema.decode([1, 2.5], sch) == [1.0, 2.5]
