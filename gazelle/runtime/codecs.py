@@ -3,7 +3,7 @@
 A v2 request carries named tensors: ``{"name", "shape", "datatype", "data"}`` with ``data`` flat in
 row-major order (nested lists are accepted too). One small codec class per input schema type turns the
 tensors into the same JSON rows ``/predict`` receives, so both endpoints share one validation
-(``schema.decode``) and one model call:
+(:func:`gazelle.schema.decoding.decode`) and one model call:
 
 - text:   one BYTES tensor of shape ``[n]`` (or ``[n, 1]``): n strings.
 - tensor: one numeric tensor of shape ``[n, ...]`` matching the schema's row shape.

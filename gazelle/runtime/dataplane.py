@@ -13,7 +13,8 @@ from dataclasses import dataclass
 from typing import Any, Callable, Mapping
 
 import gazelle
-from gazelle import schema
+from gazelle.schema.decoding import decode
+from gazelle.schema.encoding import jsonable
 from gazelle.errors import BadRequest, NotFound, SchemaError
 from gazelle.runtime import codecs
 from gazelle.runtime.codecs import json_type
@@ -48,7 +49,7 @@ class DataPlane:
         self._proba: Callable[[Any], Any] | None = proba
         classes = manifest.get("classes")
         if classes is None and proba is not None:
-            classes = schema.jsonable(getattr(model, "classes_", []))
+            classes = jsonable(getattr(model, "classes_", []))
         self.classes: list[Any] | None = list(classes) if classes is not None else None
         self._class_keys = [str(c) for c in self.classes or []]
         self._codec = codecs.input_codec(self.input_schema)
@@ -64,7 +65,7 @@ class DataPlane:
         if proba and self._proba is None:
             raise BadRequest("this model has no predict_proba: ask without proba=true")
         try:
-            features = schema.decode(rows, self.input_schema, field)
+            features = decode(rows, self.input_schema, field)
         except RecursionError:
             raise BadRequest(f"{field} is nested too deeply to be a batch of rows") from None
         predictions = self._call(self._predict, features)
@@ -77,7 +78,7 @@ class DataPlane:
         except Exception as err:
             raise ModelFailure(err) from err
         try:
-            return schema.jsonable(output)
+            return jsonable(output)
         except Exception as err:
             raise ModelFailure(err, what="the model's output is not JSON-friendly:") from err
 
