@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import json
 import os
-import socket
 import sysconfig
 import time
 import uuid
@@ -21,6 +20,7 @@ import httpx
 import pytest
 
 from gazelle import bundle
+from tests.integration._runtime import free_port
 
 pytestmark = pytest.mark.e2e
 
@@ -33,12 +33,6 @@ class Lengths:
 
     def predict(self, rows: list[str]) -> list[int]:
         return [len(r) for r in rows]
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def _wait_ready(container, url: str) -> None:
@@ -67,7 +61,7 @@ def test_variables_alone_serve_the_bundle_with_one_worker_per_cpu_of_the_quota(d
     bundles = tmp_path / "bundle"
     bundles.mkdir()
     bundle.save(Lengths(), bundles / "lengths.tar", name="lengths", sample=["a", "bb"])
-    port = _free_port()
+    port = free_port()
     docker_client.images.pull(base_image)
     container = docker_client.containers.run(
         base_image, entrypoint=["python3", "-m", "gazelle.runtime"], detach=True, network_mode="host",

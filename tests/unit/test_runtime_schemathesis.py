@@ -6,10 +6,8 @@ Bounded by ``max_examples`` so the whole file stays well under a minute.
 from __future__ import annotations
 
 import pytest
-from _runtime_models import accounts_model, table_model, tensor_model
+from _runtime_models import runtime_app
 
-from gazelle import bundle as bundles
-from gazelle.runtime import create_app
 from gazelle.runtime.settings import RuntimeSettings
 
 schemathesis = pytest.importorskip("schemathesis")
@@ -18,17 +16,8 @@ from schemathesis.checks import not_a_server_error  # noqa: E402
 
 SETTINGS = RuntimeSettings(access_log=False)
 MAX_EXAMPLES = 25
-
-
-def _app(kind: str):
-    if kind == "text":
-        return create_app(bundles.pack(accounts_model(), name="accounts", sample=["taxi to conference"]),
-                          settings=SETTINGS)
-    model, sample = tensor_model() if kind == "tensor" else table_model()
-    return create_app(bundles.pack(model, name=kind, sample=sample), settings=SETTINGS)
-
-
-APPS = {kind: _app(kind) for kind in ("text", "tensor", "table")}
+APPS = {kind: runtime_app(kind, SETTINGS, name="accounts" if kind == "text" else None)
+        for kind in ("text", "tensor", "table")}
 SCHEMAS = {kind: schemathesis.openapi.from_wsgi("/openapi.json", app) for kind, app in APPS.items()}
 
 

@@ -2,11 +2,10 @@
 from __future__ import annotations
 
 import pytest
-from _runtime_models import TRAVEL, accounts_model, table_model, tensor_model
+from _runtime_models import TRAVEL, runtime_app
 
-from gazelle import bundle as bundles
 from gazelle.errors import SchemaError
-from gazelle.runtime import codecs, create_app
+from gazelle.runtime import codecs
 from gazelle.runtime.settings import RuntimeSettings
 
 SETTINGS = RuntimeSettings(access_log=False, model_version=2)
@@ -14,21 +13,17 @@ SETTINGS = RuntimeSettings(access_log=False, model_version=2)
 
 @pytest.fixture(scope="module")
 def accounts():
-    model = accounts_model()
-    return create_app(bundles.pack(model, name="accounts", sample=["taxi to conference"]),
-                      settings=SETTINGS).test_client()
+    return runtime_app("text", SETTINGS, name="accounts").test_client()
 
 
 @pytest.fixture(scope="module")
 def tensor():
-    model, sample = tensor_model()
-    return create_app(bundles.pack(model, name="tensor", sample=sample), settings=SETTINGS).test_client()
+    return runtime_app("tensor", SETTINGS).test_client()
 
 
 @pytest.fixture(scope="module")
 def table():
-    model, sample = table_model()
-    return create_app(bundles.pack(model, name="costs", sample=sample), settings=SETTINGS).test_client()
+    return runtime_app("table", SETTINGS, name="costs").test_client()
 
 
 def infer(client, name, body, version=None):

@@ -6,10 +6,9 @@ import json
 import struct
 
 import pytest
-from _runtime_models import TRAVEL, accounts_model, tensor_model
+from _runtime_models import TRAVEL, runtime_app
 
-from gazelle import bundle as bundles
-from gazelle.runtime import create_app, v2wire
+from gazelle.runtime import v2wire
 from gazelle.runtime.settings import RuntimeSettings
 
 SETTINGS = RuntimeSettings(access_log=False)
@@ -17,14 +16,12 @@ SETTINGS = RuntimeSettings(access_log=False)
 
 @pytest.fixture(scope="module")
 def accounts():
-    return create_app(bundles.pack(accounts_model(), name="accounts", sample=["taxi to conference"]),
-                      settings=SETTINGS).test_client()
+    return runtime_app("text", SETTINGS, name="accounts").test_client()
 
 
 @pytest.fixture(scope="module")
 def tensor():
-    model, sample = tensor_model()
-    return create_app(bundles.pack(model, name="tensor", sample=sample), settings=SETTINGS).test_client()
+    return runtime_app("tensor", SETTINGS).test_client()
 
 
 def _binary(header: dict, *tensors: bytes, content_type: str | None = None) -> dict:
