@@ -14,6 +14,7 @@
     ├── Conflict                      409
     ├── PayloadTooLarge               413
     ├── UnsupportedMediaType          415
+    ├── InsufficientStorage (OSError) 507  the server's disk is full
     ├── ConfigError (ValueError)      a setting that cannot work (bad URL, unknown target ...)
     ├── BuildError                    a builder could not make the artifact (pip, base image, engine)
     ├── RegistryError                 a container registry refused or failed (status, code, retryable)
@@ -131,6 +132,17 @@ class PayloadTooLarge(GazelleError):
 class UnsupportedMediaType(GazelleError):
     code = 415
     type = "unsupported_media_type"
+
+
+class InsufficientStorage(GazelleError, OSError):
+    """The server ran out of disk space while storing what it was sent (ENOSPC)."""
+
+    code = 507
+    type = "insufficient_storage"
+
+    def __init__(self, what: str, **kw: Any) -> None:
+        kw.setdefault("hint", "free space in the server's data directory, then send it again")
+        super().__init__(f"no space left on the server to store {what}", **kw)
 
 
 class ConfigError(GazelleError, ValueError):

@@ -24,7 +24,8 @@ def _errors(*codes: int) -> dict[str, Any]:
     why = {400: "Bad parameters or body (the message names the field)",
            401: "No token, or an unknown one", 403: "The token lacks the scope this call needs",
            404: "No such model, version or job", 413: "The bundle is too large",
-           415: "Wrong Content-Type", 422: "The bundle cannot be read", 500: "A server-side failure"}
+           415: "Wrong Content-Type", 422: "The bundle cannot be read", 500: "A server-side failure",
+           507: "No space left on the server to store the bundle"}
     return {str(code): _json(_ref("Error"), why[code]) for code in codes}
 
 
@@ -33,6 +34,8 @@ _NAME = {"name": "name", "in": "path", "required": True, "description": "Model n
 _JOB_ID = {"name": "id", "in": "path", "required": True, "schema": {"type": "string"}}
 _TIME = {"type": "string", "format": "date-time"}
 _NTIME = {"type": "string", "format": "date-time", "nullable": True}
+_TOKEN_ID = {"name": "id", "in": "path", "required": True, "description": "The token's public id",
+             "schema": {"type": "integer", "minimum": 1, "maximum": 2147483647}}
 
 SCHEMAS: dict[str, Any] = {
     "Error": {"type": "object", "required": ["error"], "properties": {"error": {
@@ -61,6 +64,10 @@ SCHEMAS: dict[str, Any] = {
         "status": {"type": "string", "enum": ["live", "ready", "failed", "retired", "deploying"]},
         "public": {"type": "boolean"}, "replicas": {"type": "integer"},
         "python": {"type": "string", "nullable": True}, "created": _TIME, "updated": _TIME}},
+    "Token": {"type": "object", "required": ["id", "name", "scope", "created"], "properties": {
+        "id": {"type": "integer"}, "name": {"type": "string"},
+        "scope": {"type": "string", "enum": ["predict", "deploy", "admin"]}, "created": _TIME,
+        "last_used": {**_NTIME, "description": "to within a minute"}}},
     "Model": {"type": "object", "required": ["name", "public", "live_version", "url", "versions"], "properties": {
         "name": {"type": "string"}, "public": {"type": "boolean"},
         "live_version": {"type": "integer", "nullable": True}, "url": {"type": "string"},
@@ -83,7 +90,7 @@ def document(server_url: str = "") -> dict[str, Any]:
                 "schema": {"type": "string", "format": "binary"}}}},
             "responses": {"202": _json(_ref("Accepted"), "A job deploys the version"),
                           "200": _json(_ref("Accepted"), "This bundle is already the live version"),
-                          **_errors(400, 401, 403, 413, 415, 422)}}},
+                          **_errors(400, 401, 403, 413, 415, 422, 507)}}},
         "/models": {"get": {
             "summary": "List models", "operationId": "listModels", "tags": ["models"],
             "responses": {"200": _json({"type": "object", "properties": {
@@ -128,16 +135,29 @@ def document(server_url: str = "") -> dict[str, Any]:
             "responses": {"200": {"description": "An event stream",
                                   "content": {"text/event-stream": {"schema": {"type": "string"}}}},
                           **_errors(401, 404)}}},
-        "/tokens": {"post": {
-            "summary": "Create a token (admin)", "operationId": "createToken", "tags": ["tokens"],
-            "requestBody": {"required": True, "content": {"application/json": {"schema": {
-                "type": "object", "required": ["scope"], "properties": {
-                    "scope": {"type": "string", "enum": ["predict", "deploy", "admin"]},
-                    "name": {"type": "string"}}}}}},
-            "responses": {"201": _json({"type": "object", "properties": {
-                "token": {"type": "string", "description": "shown once; only its hash is stored"},
-                "id": {"type": "integer"}, "scope": {"type": "string"}, "name": {"type": "string"},
-                "created": _TIME}}, "The new token"), **_errors(400, 401, 403, 415)}}},
+        "/tokens": {
+            "post": {
+                "summary": "Create a token (admin)", "operationId": "createToken", "tags": ["tokens"],
+                "requestBody": {"required": True, "content": {"application/json": {"schema": {
+                    "type": "object", "required": ["scope"], "properties": {
+                        "scope": {"type": "string", "enum": ["predict", "deploy", "admin"]},
+                        "name": {"type": "string", "minLength": 1, "maxLength": 200}}}}}},
+                "responses": {"201": _json({"allOf": [_ref("Token"), {"type": "object", "required": ["token"],
+                    "properties": {"token": {"type": "string",
+                                             "description": "shown once; only its hash is stored"}}}]},
+                    "The new token"), **_errors(400, 401, 403, 415)}},
+            "get": {
+                "summary": "List the tokens that are not revoked (admin); never their secrets",
+                "operationId": "listTokens", "tags": ["tokens"],
+                "responses": {"200": _json({"type": "object", "required": ["tokens"], "properties": {
+                    "tokens": {"type": "array", "items": _ref("Token")}}}, "Every live token"),
+                    **_errors(401, 403)}}},
+        "/tokens/{id}": {"delete": {
+            "summary": "Revoke a token (admin): refused at once by this server process, within 5 s by all",
+            "operationId": "revokeToken", "tags": ["tokens"], "parameters": [_TOKEN_ID],
+            "responses": {"200": _json({"type": "object", "required": ["revoked"],
+                                        "properties": {"revoked": _ref("Token")}}, "The revoked token"),
+                          **_errors(400, 401, 403, 404)}}},
         "/openapi.json": {"get": {
             "summary": "This document", "operationId": "openapi", "tags": ["meta"], "security": [],
             "responses": {"200": {"description": "OpenAPI 3 document",
