@@ -140,10 +140,6 @@ class InsufficientStorage(GazelleError, OSError):
     code = 507
     type = "insufficient_storage"
 
-    def __init__(self, what: str, **kw: Any) -> None:
-        kw.setdefault("hint", "free space in the server's data directory, then send it again")
-        super().__init__(f"no space left on the server to store {what}", **kw)
-
 
 class ConfigError(GazelleError, ValueError):
     type = "config_error"

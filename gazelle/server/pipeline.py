@@ -71,7 +71,9 @@ def save_bundle(bundles_dir: Path, source: bytes | IO[bytes], *, limit: int | No
                     f.write(chunk)
         except OSError as err:
             if err.errno in (errno.ENOSPC, errno.EDQUOT):
-                raise InsufficientStorage(f"a bundle of {size} bytes or more") from None
+                raise InsufficientStorage(f"no space left on the server to store a bundle of {size} bytes "
+                                          "or more", hint="free space in the server's data directory, "
+                                          "then send it again") from None
             raise
         if not size:
             raise BundleError("the body is empty: send the bundle tar (gazelle.save writes one)")
