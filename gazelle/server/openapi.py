@@ -75,6 +75,22 @@ SCHEMAS: dict[str, Any] = {
 }
 
 
+def _links(**links: tuple[str, dict[str, str]]) -> dict[str, Any]:
+    """OpenAPI links: what a client (or a stateful fuzzer) can call next with values from this answer."""
+    return {name: {"operationId": op, "parameters": params} for name, (op, params) in links.items()}
+
+
+_MODEL = {"name": "$request.path.name"}
+_VERSION_LINKS = _links(
+    GetJob=("getJob", {"id": "$response.body#/job"}), JobEvents=("jobEvents", {"id": "$response.body#/job"}),
+    GetModel=("getModel", _MODEL), ModelLogs=("modelLogs", _MODEL), Rollback=("rollback", _MODEL),
+    DeleteModel=("deleteModel", _MODEL))
+
+
+def _with_links(response: dict[str, Any], links: dict[str, Any]) -> dict[str, Any]:
+    return {**response, "links": links}
+
+
 def document(server_url: str = "") -> dict[str, Any]:
     """The OpenAPI 3.0.3 document; ``server_url`` is where this server answers."""
     deploy_security: list[dict[str, list[str]]] = [{"bearer": []}]
@@ -85,11 +101,13 @@ def document(server_url: str = "") -> dict[str, Any]:
             "parameters": [_NAME,
                            {"name": "public", "in": "query", "schema": {"type": "boolean", "default": False},
                             "description": "serve predictions without a token"},
-                           {"name": "replicas", "in": "query", "schema": {"type": "integer", "minimum": 1}}],
+                           {"name": "replicas", "in": "query",
+                            "schema": {"type": "integer", "minimum": 1, "maximum": 100, "default": 1}}],
             "requestBody": {"required": True, "content": {"application/x-tar": {
                 "schema": {"type": "string", "format": "binary"}}}},
-            "responses": {"202": _json(_ref("Accepted"), "A job deploys the version"),
-                          "200": _json(_ref("Accepted"), "This bundle is already the live version"),
+            "responses": {"202": _with_links(_json(_ref("Accepted"), "A job deploys the version"), _VERSION_LINKS),
+                          "200": _with_links(_json(_ref("Accepted"), "This bundle is already the live version"),
+                                             _VERSION_LINKS),
                           **_errors(400, 401, 403, 413, 415, 422, 507)}}},
         "/models": {"get": {
             "summary": "List models", "operationId": "listModels", "tags": ["models"],
@@ -104,12 +122,13 @@ def document(server_url: str = "") -> dict[str, Any]:
                        "responses": {"200": _json({"type": "object", "properties": {
                            "deleted": {"type": "string"}, "job": {"type": "string"}}}, "Deleted"),
                            "202": _json(_ref("Accepted"), "Deleting takes longer; follow the job"),
-                           **_errors(401, 403, 404, 500)}}},
+                           **_errors(400, 401, 403, 404, 500)}}},
         "/models/{name}/logs": {"get": {
             "summary": "The last lines a version's runtime wrote", "operationId": "modelLogs", "tags": ["models"],
-            "parameters": [_NAME, {"name": "version", "in": "query", "schema": {"type": "integer", "minimum": 1}},
+            "parameters": [_NAME, {"name": "version", "in": "query",
+                                   "schema": {"type": "integer", "minimum": 1, "maximum": 1 << 30}},
                            {"name": "tail", "in": "query",
-                            "schema": {"type": "integer", "minimum": 1, "default": 200}}],
+                            "schema": {"type": "integer", "minimum": 1, "maximum": 10_000, "default": 200}}],
             "responses": {"200": _json({"type": "object", "properties": {
                 "model": {"type": "string"}, "version": {"type": "integer"},
                 "lines": {"type": "array", "items": {"type": "string"}}}}, "Log lines"),
@@ -118,7 +137,8 @@ def document(server_url: str = "") -> dict[str, Any]:
             "summary": "Make an earlier version live again", "operationId": "rollback", "tags": ["models"],
             "parameters": [_NAME],
             "requestBody": {"required": True, "content": {"application/json": {"schema": {
-                "type": "object", "required": ["version"], "properties": {"version": {"type": "integer"}}}}}},
+                "type": "object", "required": ["version"],
+                "properties": {"version": {"type": "integer", "minimum": 1, "maximum": 1 << 30}}}}}},
             "responses": {"202": _json(_ref("Accepted"), "A job redeploys that version"),
                           "200": _json(_ref("Accepted"), "That version is already live"),
                           **_errors(400, 401, 403, 404, 415)}}},
@@ -141,11 +161,14 @@ def document(server_url: str = "") -> dict[str, Any]:
                 "requestBody": {"required": True, "content": {"application/json": {"schema": {
                     "type": "object", "required": ["scope"], "properties": {
                         "scope": {"type": "string", "enum": ["predict", "deploy", "admin"]},
-                        "name": {"type": "string", "minLength": 1, "maxLength": 200}}}}}},
-                "responses": {"201": _json({"allOf": [_ref("Token"), {"type": "object", "required": ["token"],
-                    "properties": {"token": {"type": "string",
-                                             "description": "shown once; only its hash is stored"}}}]},
-                    "The new token"), **_errors(400, 401, 403, 415)}},
+                        "name": {"type": "string", "minLength": 1, "maxLength": 200, "nullable": True,
+                                 "pattern": "^[^\\u0000-\\u001f\\u007f-\\u009f\\u2028\\u2029]*$",
+                                 "description": "a label; default: '<scope> token'"}}}}}},
+                "responses": {"201": _with_links(_json({"allOf": [_ref("Token"), {
+                    "type": "object", "required": ["token"], "properties": {"token": {
+                        "type": "string", "description": "shown once; only its hash is stored"}}}]}, "The new token"),
+                    _links(RevokeToken=("revokeToken", {"id": "$response.body#/id"}))),
+                    **_errors(400, 401, 403, 415)}},
             "get": {
                 "summary": "List the tokens that are not revoked (admin); never their secrets",
                 "operationId": "listTokens", "tags": ["tokens"],

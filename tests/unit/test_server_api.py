@@ -293,7 +293,7 @@ def test_a_jobs_event_stream_leaves_out_log_lines_for_a_predict_token(server: Se
     ({"scope": {}}, "scope"), ({"scope": ["admin"]}, "scope"), ({"scope": None}, "scope"), ({}, "scope"),
     ({"scope": "predict", "name": "\ud800"}, "name"), ({"scope": "predict", "name": 5}, "name"),
     ({"scope": "predict", "name": "two\nlines"}, "name"), ({"scope": "predict", "name": "x" * 201}, "name"),
-    ({"scope": "predict", "name": " "}, "name"),
+    ({"scope": "predict", "name": ""}, "name"), ({"scope": "predict", "name": "tab\there"}, "name"),
 ])
 def test_bad_token_requests_answer_400_naming_the_field(server: Server, body: object, field: str) -> None:
     answer = server.client.post("/api/v1/tokens", json=body, headers=server.headers())
