@@ -23,8 +23,10 @@ def test_one_worker_runs_jobs_all_serve_and_another_takes_over(tmp_path: Path) -
     data_dir = tmp_path / "data"
     server = start_server(data_dir, workers=2)
     try:
-        workers = {p.pid for p in psutil.Process(server.popen.pid).children()}
-        assert len(workers) == 2
+        # /readyz answers as soon as one worker serves; the second may still be forking.
+        master = psutil.Process(server.popen.pid)
+        wait_for(lambda: len(master.children()) == 2, "gunicorn to start its second worker")
+        workers = {p.pid for p in master.children()}
         assert server.deploy("shared", bundle(lengths, "shared"))["status"] == "succeeded"
         runner = _runner_pid(data_dir)
         assert runner in workers
