@@ -78,8 +78,9 @@ def bearer(header: str | None) -> str | None:
 
 
 class Auth:
-    def __init__(self, store: Store) -> None:
+    def __init__(self, store: Store, *, clock: Callable[[], float] = time.monotonic) -> None:
         self.store = store
+        self.clock = clock          # what the cache's lifetime is measured with
         self._cache: dict[str, tuple[TokenRow, float]] = {}
         self._lock = threading.Lock()
 
@@ -137,7 +138,7 @@ class Auth:
             raise Unauthorized("this call needs a token: send the header 'Authorization: Bearer <token>'",
                                hint="a local server writes its admin token to the file 'token' in its data directory")
         digest = hash_token(token)
-        now = time.monotonic()
+        now = self.clock()
         with self._lock:
             cached = self._cache.get(digest)
         if cached is not None and cached[1] > now:

@@ -58,19 +58,21 @@ def test_a_revoked_token_is_refused_at_once_by_the_revoking_process(server: Serv
     assert again.status_code == 404 and f"token {made['id']}" in again.get_json()["error"]["message"]
 
 
-def test_a_revoked_token_stops_working_in_another_process_within_the_cache_bound(
-        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    """Two apps on one database stand for two server processes; the clock is the auth module's."""
+def test_a_revoked_token_stops_working_in_another_process_within_the_cache_bound(tmp_path: Path) -> None:
+    """Two apps on one database stand for two server processes; the second one's clock is stepped."""
     first = start(tmp_path)
     second_app = create_app(Settings(data_dir=first.data_dir, run_jobs=False))
     second = Server(second_app, second_app.test_client(), first.token, first.data_dir)
     try:
         made = _create(first, "predict")
         token = str(made["token"])
+        now = 1000.0
+        second.state.auth.clock = lambda: now
         assert second.get("/api/v1/models", token=token).status_code == 200   # cached in the second
         assert first.client.delete(f"/api/v1/tokens/{made['id']}", headers=first.headers()).status_code == 200
-        now = auth.time.monotonic()
-        monkeypatch.setattr(auth.time, "monotonic", lambda: now + auth.CACHE_SECONDS + 0.01)
+        second.state.auth.clock = lambda: now + auth.CACHE_SECONDS - 0.5
+        assert second.get("/api/v1/models", token=token).status_code == 200   # still cached: the bound
+        second.state.auth.clock = lambda: now + auth.CACHE_SECONDS + 0.01
         assert second.get("/api/v1/models", token=token).status_code == 401
         assert auth.CACHE_SECONDS <= 5.0
     finally:
