@@ -323,3 +323,15 @@ def test_cli_reads_the_token_from_a_file(server, capsys, tmp_path, monkeypatch):
     assert cli_main(["--token-file", str(tmp_path / "missing"), "list"]) == 1
     assert capsys.readouterr().err.startswith("gazelle: --token-file: cannot read")
 
+
+
+def test_cli_token_on_the_command_line_still_works_but_warns(server, capsys):
+    assert cli_main(["--token", server.token, "list"]) == 0
+    captured = capsys.readouterr()
+    assert captured.out.strip() == "no models"
+    assert "--token shows the token to every user of this machine" in captured.err
+    assert server.token not in captured.err
+    from gazelle.cli import build_parser
+
+    usage = build_parser().format_help()
+    assert "--token-file" in usage and "--token " not in usage
