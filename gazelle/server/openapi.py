@@ -151,10 +151,11 @@ def document(server_url: str = "") -> dict[str, Any]:
             "description": "`event: stage` data {stage, status, message}; `event: log` data {stage, line}; "
                            "last `event: end` data = the job. Reconnect with Last-Event-ID to resume.",
             "operationId": "jobEvents", "tags": ["jobs"],
-            "parameters": [_JOB_ID, {"name": "Last-Event-ID", "in": "header", "schema": {"type": "integer"}}],
+            "parameters": [_JOB_ID, {"name": "Last-Event-ID", "in": "header",
+                                     "schema": {"type": "integer", "minimum": 0, "maximum": 1 << 62}}],
             "responses": {"200": {"description": "An event stream",
                                   "content": {"text/event-stream": {"schema": {"type": "string"}}}},
-                          **_errors(401, 404)}}},
+                          **_errors(400, 401, 404)}}},
         "/tokens": {
             "post": {
                 "summary": "Create a token (admin)", "operationId": "createToken", "tags": ["tokens"],

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import collections
 import functools
+import os
 import re
 import shutil
 import tempfile
@@ -28,6 +29,8 @@ from gazelle.server.app import create_app
 from gazelle.server.settings import Settings
 
 EXAMPLES = 25
+# The same examples on every run, so the suite is repeatable; GAZELLE_TEST_FUZZ_RANDOM=1 explores new ones.
+DERANDOMIZE = os.environ.get("GAZELLE_TEST_FUZZ_RANDOM") != "1"
 REPLACED: set[int] = set()   # cases whose generated body was swapped for a real bundle
 NAME = re.compile(r"[a-z0-9]([-a-z0-9]*[a-z0-9])?")
 
@@ -120,18 +123,22 @@ def _bounded_server() -> Iterator[None]:
 
 
 def _not_checked(case: Any) -> list[Any]:
-    """An upload's body is "binary" to JSON Schema, but only a bundle tar is accepted: random bytes
-    that fit the document are rightly a 422, so "valid data is accepted" cannot hold there. Where the
-    body was swapped for a real bundle, what was generated (valid or not) was not what was sent."""
-    from schemathesis.specs.openapi.checks import negative_data_rejection, positive_data_acceptance
+    """Checks that cannot hold for this app. An upload's body is "binary" to JSON Schema, but only a
+    bundle tar is accepted: random bytes that fit the document are rightly a 422, so "valid data is
+    accepted" cannot hold there. Where the body was swapped for a real bundle, what was generated
+    (valid or not) was not what was sent."""
+    from schemathesis.specs.openapi.checks import negative_data_rejection, positive_data_acceptance, use_after_free
 
+    # A delete here is a queued job (202, "follow the job") that no runner runs, so the model is
+    # rightly still there afterwards; with a runner the delete answers 200 once it is gone.
+    never = [use_after_free]
     if case.operation.path != "/models/{name}/versions":
-        return []
-    return [positive_data_acceptance] + ([negative_data_rejection] if id(case) in REPLACED else [])
+        return never
+    return never + [positive_data_acceptance] + ([negative_data_rejection] if id(case) in REPLACED else [])
 
 
 @schema.parametrize()
-@settings(max_examples=EXAMPLES, deadline=None, suppress_health_check=list(HealthCheck))
+@settings(max_examples=EXAMPLES, deadline=None, derandomize=DERANDOMIZE, suppress_health_check=list(HealthCheck))
 def test_no_operation_answers_a_server_error_or_outside_its_document(case: Any) -> None:
     case.call_and_validate(excluded_checks=_not_checked(case))
 
@@ -147,7 +154,7 @@ def test_no_sequence_of_operations_answers_a_server_error() -> None:
 
     CALLED.clear()
     run_state_machine_as_test(Workflow, settings=settings(max_examples=EXAMPLES, stateful_step_count=6,
-                                                          deadline=None,
+                                                          deadline=None, derandomize=DERANDOMIZE,
                                                           suppress_health_check=list(HealthCheck)))
     reached = {label for (label, status), _ in CALLED.items() if status < 300}
     # The links were followed to things that exist, not only to 404s.
