@@ -61,10 +61,8 @@ class ServerState:
         """Stop running jobs; with ``stop_models``, also stop the versions this process runs."""
         self.hub.close()
         self.runner.stop(timeout)
-        if stop_models and self.runner.is_runner:
-            stop_all = getattr(self.wiring.target, "shutdown", None)
-            if callable(stop_all):
-                stop_all(grace=self.settings.stop_grace)
+        # Only the runner owns the target's processes; other workers just let go of their clients.
+        self.wiring.close(requested=stop_models and self.runner.is_runner, grace=self.settings.stop_grace)
         self.pipeline.http.close()
         self.store.close()
 

@@ -26,6 +26,7 @@ import httpx
 
 from gazelle.errors import BundleError, GazelleError
 from gazelle.names import validate_name
+from gazelle.server.artifacts import Artifact, ImageRef, LocalEnv
 from gazelle.server.builders import Builder
 from gazelle.server.events import EventHub
 from gazelle.server.jobs import JobRecorder, RESTART_MESSAGE
@@ -60,8 +61,9 @@ def save_bundle(bundles_dir: Path, data: bytes) -> tuple[str, Path]:
     return digest, path
 
 
-# What the push stage runs: the builder's reference in, the pushed (digest-pinned) reference out.
-Publish = Callable[[str, Log], str]
+# What the push stage runs: the builder's artifact, the model's name and version in; the pushed,
+# digest-pinned reference out. Wiring composes it from a registry (or the Docker engine).
+Publish = Callable[[Any, str, int, Log], ImageRef]
 
 
 class StageFailed(Exception):
@@ -147,19 +149,19 @@ class Pipeline:
         try:
             with self._stage(rec, "check"):
                 manifest, path = self._check(version, rec)
-            with self._stage(rec, "build"):
-                ref = self.builder.build(path, manifest, rec.log)
-                self.store.update_version(name, number, ref=ref)
-            if self.publish is None:
-                rec.skip("push", "this target runs the build in place; nothing to push")
+            artifact: Artifact
+            if isinstance(version.artifact, ImageRef):
+                # A rollback, or a retry after a later stage failed: the image is in the registry already.
+                artifact = version.artifact
+                rec.skip("build", f"version {number} was built before: {artifact}")
+                rec.skip("push", f"{artifact} is in the registry")
             else:
-                with self._stage(rec, "push"):
-                    ref = self.publish(ref, rec.log)
-                    self.store.update_version(name, number, ref=ref)
+                artifact = self._build(name, number, path, manifest, rec)
+            self.store.update_version(name, number, artifact=artifact)
             with self._stage(rec, "deploy"):
                 started = True
-                release = Release(name=name, version=number, ref=ref, manifest=manifest, public=version.public,
-                                  replicas=version.replicas)
+                release = Release(name=name, version=number, artifact=artifact, manifest=manifest,
+                                  public=version.public, replicas=version.replicas)
                 running = self.target.deploy(release, rec.log)
                 self.store.update_version(name, number, url=running.url)
                 rec.done("deploy", f"version {number} answers at {running.url}")
@@ -184,6 +186,21 @@ class Pipeline:
         rec.succeed()
         if previous is not None:
             self._retire(name, previous)
+
+    def _build(self, name: str, number: int, path: Path, manifest: Mapping[str, Any],
+               rec: JobRecorder) -> Artifact:
+        with self._stage(rec, "build"):
+            built = self.builder.build(path, manifest, rec.log)
+        if self.publish is None:
+            if not isinstance(built, LocalEnv):   # wiring never pairs these; say so rather than guess
+                raise StageFailed("push", f"the build made {type(built).__name__}, which needs a registry "
+                                          "to be pushed to; none is configured")
+            rec.skip("push", "this target runs the build in place; nothing to push")
+            return built
+        with self._stage(rec, "push"):
+            pushed = self.publish(built, name, number, rec.log)
+            rec.done("push", f"pushed {pushed}")
+        return pushed
 
     def _check(self, version: VersionRow, rec: JobRecorder) -> tuple[Mapping[str, Any], Path]:
         from gazelle.bundle import read_manifest
@@ -283,8 +300,8 @@ class Pipeline:
             if (v.model, v.version) not in active:
                 self.store.update_version(v.model, v.version, status="failed", url=None)
         live = self.store.live_versions()
-        releases = [Release(name=v.model, version=v.version, ref=v.ref, manifest=v.manifest, public=v.public,
-                            replicas=v.replicas) for v in live if v.ref]
+        releases = [Release(name=v.model, version=v.version, artifact=v.artifact, manifest=v.manifest,
+                            public=v.public, replicas=v.replicas) for v in live if v.artifact is not None]
         if releases:
             log.info("restoring %d live version(s): %s", len(releases),
                      ", ".join(f"{r.name} v{r.version}" for r in releases))

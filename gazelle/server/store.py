@@ -22,6 +22,7 @@ from sqlalchemy import event
 from sqlalchemy.engine import Connection, Engine
 
 from gazelle.errors import ConfigError, Conflict
+from gazelle.server.artifacts import Artifact, artifact_from_json
 
 ACTIVE = ("queued", "running")
 
@@ -105,7 +106,7 @@ class VersionRow:
     version: int
     digest: str
     status: str             # deploying | live | ready | failed | retired
-    ref: str | None
+    artifact: Artifact | None   # what the build (and push) made: what a target runs
     url: str | None
     manifest: Mapping[str, Any]
     public: bool
@@ -151,8 +152,18 @@ def _model(row: Any) -> ModelRow:
     return ModelRow(row.name, bool(row.public), row.live_version, row.created, row.updated)
 
 
+def _artifact(text: str | None) -> Artifact | None:
+    """The stored artifact (JSON in the ``ref`` column); None for a version never built."""
+    if not text:
+        return None
+    try:
+        return artifact_from_json(json.loads(text))
+    except (ValueError, KeyError, TypeError):
+        return None   # written by an older server in another format: it is rebuilt on its next deploy
+
+
 def _version(row: Any) -> VersionRow:
-    return VersionRow(row.model, row.version, row.digest, row.status, row.ref, row.url,
+    return VersionRow(row.model, row.version, row.digest, row.status, _artifact(row.ref), row.url,
                       json.loads(row.manifest), bool(row.public), row.replicas, row.created, row.updated)
 
 
@@ -266,11 +277,14 @@ class Store:
         raise Conflict(f"model {name}: too many concurrent uploads; try again")
 
     def update_version(self, name: str, version: int, **values: Any) -> None:
-        """Set ``status``, ``ref``, ``url``, ``public`` or ``replicas`` of one version."""
-        allowed = {"status", "ref", "url", "public", "replicas"}
+        """Set ``status``, ``artifact``, ``url``, ``public`` or ``replicas`` of one version."""
+        allowed = {"status", "artifact", "url", "public", "replicas"}
         unknown = set(values) - allowed
         if unknown:
             raise TypeError(f"cannot update version fields {sorted(unknown)}")
+        if "artifact" in values:
+            artifact = values.pop("artifact")
+            values["ref"] = json.dumps(artifact.to_json()) if artifact is not None else None
         with self._write() as c:
             c.execute(versions_t.update().where(versions_t.c.model == name, versions_t.c.version == version)
                       .values(updated=time.time(), **values))

@@ -2,13 +2,18 @@
 
 Everything else receives the pieces it needs. Pairings are fixed by what a target can run: the local
 target runs what ``VenvBuilder`` makes (an environment on this host, nothing to push); image builders
-(``append``, ``docker``) pair with image-running targets (``docker``, ``kubernetes``), which this
-version does not ship yet. Constructors do no I/O, so wiring is cheap and has no side effects.
+(``append``, ``docker``) pair with image-running targets (``docker``, ``kubernetes``). Constructors do
+no I/O, so wiring is cheap and has no side effects.
+
+Wiring also decides what happens to the models when the server exits (``Wiring.close``): the local
+target's runtimes stop on a requested shutdown (Ctrl-C, SIGTERM) and are left running when the server
+dies, for the next one to adopt; versions on a cluster never stop with the server.
 """
 from __future__ import annotations
 
 import logging
 from dataclasses import dataclass
+from typing import Callable
 
 from gazelle.errors import ConfigError
 from gazelle.server.builders import Builder
@@ -28,6 +33,14 @@ class Wiring:
     builder: Builder
     target: Target
     publish: Publish | None = None   # None: the target runs builds in place (the push stage is skipped)
+    stop_models: Callable[[float], None] | None = None   # run on a requested shutdown, with the grace
+
+    def close(self, *, requested: bool, grace: float = 10.0) -> None:
+        """Release the parts; on a ``requested`` shutdown also stop the models that stop with the server."""
+        if requested and self.stop_models is not None:
+            self.stop_models(grace)
+        self.target.close()
+        self.builder.close()
 
 
 def build(settings: Settings) -> Wiring:
@@ -47,7 +60,9 @@ def build(settings: Settings) -> Wiring:
     from gazelle.server.builders.venv import VenvBuilder
     from gazelle.server.targets.local import LocalTarget
 
-    return Wiring(builder=VenvBuilder(settings.data_dir), target=LocalTarget(settings.data_dir))
+    target = LocalTarget(settings.data_dir)
+    return Wiring(builder=VenvBuilder(settings.data_dir), target=target,
+                  stop_models=lambda grace: target.shutdown(grace=grace))
 
 
 def secrets_of(settings: Settings) -> tuple[str, ...]:

@@ -6,6 +6,7 @@ import urllib.request
 from pathlib import Path
 from typing import Any
 
+from gazelle.server.artifacts import LocalEnv
 from gazelle.server.targets import Release
 
 
@@ -51,8 +52,8 @@ def store(data_dir: Path, model: Any, *, name: str, sample: Any = None,
     return path, packed.manifest
 
 
-def release(name: str, version: int, ref: str, manifest: dict[str, Any], public: bool = True) -> Release:
-    return Release(name=name, version=version, ref=ref, manifest=manifest, public=public)
+def release(name: str, version: int, env: LocalEnv, manifest: dict[str, Any], public: bool = True) -> Release:
+    return Release(name=name, version=version, artifact=env, manifest=manifest, public=public)
 
 
 def call(url: str, body: Any = None, *, timeout: float = 30.0, headers: dict[str, str] | None = None

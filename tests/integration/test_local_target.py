@@ -12,8 +12,9 @@ from typing import Any, Iterator
 import pytest
 from _local import Boom, Lines, VersionLabel, call, release, sklearn_model, store
 
-from gazelle.errors import TargetError
-from gazelle.server.builders.venv import VenvBuilder, env_key, make_ref, parse_ref, pip_failure, runtime_requirements
+from gazelle.errors import BuildError, TargetError
+from gazelle.server.artifacts import LocalEnv
+from gazelle.server.builders.venv import VenvBuilder, env_key, pip_failure, runtime_requirements
 from gazelle.server.targets.local import LocalTarget
 
 pytestmark = pytest.mark.integration
@@ -63,7 +64,7 @@ def test_deployed_bundle_answers_predictions_in_the_servers_own_environment(
     path, manifest = store(tmp_path, sklearn_model("travel"), name="accounts", sample=[[0.0], [1.0]])
     built = Lines()
     ref = VenvBuilder(tmp_path).build(path, manifest, built)
-    assert parse_ref(ref) == (sys.executable, path)
+    assert ref == LocalEnv(sys.executable, path)
     assert not (tmp_path / "envs").exists()
 
     running = target.deploy(release("accounts", 1, ref, manifest), Lines())
@@ -108,7 +109,7 @@ def test_environment_mismatch_fails_with_the_differences(tmp_path: Path, target:
                            requirements=["inflection==0.5.1"])
     # Run it in the server's interpreter, which lacks inflection, as if the builder had been wrong.
     with pytest.raises(TargetError) as failed:
-        target.deploy(release("mismatch", 1, make_ref(sys.executable, path), manifest), Lines())
+        target.deploy(release("mismatch", 1, LocalEnv(sys.executable, path), manifest), Lines())
     assert str(failed.value).startswith("environment mismatch: ")
     assert "inflection" in str(failed.value)
     assert target.running() == []
@@ -120,7 +121,7 @@ def test_impossible_pin_fails_the_build_naming_it_and_the_previous_version_keeps
     path, manifest = store(tmp_path, VersionLabel("v2"), name="accounts", sample=TEXT_SAMPLE,
                            requirements=["inflection==0.0.1"])
     lines = Lines()
-    with pytest.raises(TargetError) as failed:
+    with pytest.raises(BuildError) as failed:
         VenvBuilder(tmp_path).build(path, manifest, lines)
     assert "inflection==0.0.1" in str(failed.value)
     assert failed.value.detail and "inflection" in failed.value.detail
@@ -135,7 +136,7 @@ def test_impossible_pin_fails_the_build_naming_it_and_the_previous_version_keeps
 def test_bundle_for_a_python_this_host_lacks_is_refused_by_name(tmp_path: Path) -> None:
     path, manifest = store(tmp_path, VersionLabel("x"), name="old", sample=TEXT_SAMPLE)
     manifest = {**manifest, "python": "3.4.10"}
-    with pytest.raises(TargetError) as failed:
+    with pytest.raises(BuildError) as failed:
         VenvBuilder(tmp_path).build(path, manifest, Lines())
     minor = f"{sys.version_info.major}.{sys.version_info.minor}"
     assert failed.value.message == f"bundle needs python 3.4; this server has {minor} and no python3.4 on PATH"
@@ -150,7 +151,7 @@ def venv_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 @pytest.fixture(scope="module")
-def venv_built(venv_dir: Path) -> tuple[str, Path, dict[str, Any], Lines]:
+def venv_built(venv_dir: Path) -> tuple[LocalEnv, Path, dict[str, Any], Lines]:
     """A bundle whose pins the server lacks (inflection), built once: (ref, path, manifest, build log)."""
     path, manifest = store(venv_dir, VersionLabel("from-venv"), name="inflected", sample=TEXT_SAMPLE,
                            requirements=["inflection==0.5.1"])
@@ -161,7 +162,7 @@ def venv_built(venv_dir: Path) -> tuple[str, Path, dict[str, Any], Lines]:
 
 def test_pins_the_server_lacks_get_a_virtualenv_that_serves_the_model(venv_dir: Path, venv_built: Any) -> None:
     ref, path, manifest, lines = venv_built
-    python, bundle = parse_ref(ref)
+    python, bundle = ref.python, ref.bundle
     assert bundle == path
     assert Path(python).parent.parent.parent == venv_dir / "envs"
     assert "creating the environment" in lines.text()
@@ -183,14 +184,14 @@ def test_second_build_with_the_same_pins_reuses_the_environment(venv_dir: Path, 
     ref, _, _, _ = venv_built
     envs = venv_dir / "envs"
     before = sorted(p.name for p in envs.iterdir() if not p.name.startswith("."))
-    env_dir = Path(parse_ref(ref)[0]).parent.parent
+    env_dir = Path(ref.python).parent.parent
     stat = env_dir.stat()
 
     path, manifest = store(venv_dir, VersionLabel("another"), name="inflected", sample=TEXT_SAMPLE,
                            requirements=["inflection==0.5.1"])
     lines = Lines()
     again = VenvBuilder(venv_dir).build(path, manifest, lines)
-    assert parse_ref(again)[0] == parse_ref(ref)[0]
+    assert again.python == ref.python
     assert "reusing the environment" in lines.text()
     assert sorted(p.name for p in envs.iterdir() if not p.name.startswith(".")) == before == [env_dir.name]
     assert (env_dir.stat().st_ino, env_dir.stat().st_mtime_ns) == (stat.st_ino, stat.st_mtime_ns)
@@ -200,18 +201,18 @@ def test_concurrent_builds_of_one_environment_build_it_once(tmp_path: Path) -> N
     bundles = [store(tmp_path, VersionLabel(f"l{i}"), name="twin", sample=TEXT_SAMPLE,
                      requirements=["inflection==0.5.1"]) for i in range(2)]
     logs = [Lines(), Lines()]
-    refs: list[str] = []
+    refs: list[LocalEnv] = []
     threads = [threading.Thread(target=lambda b=b, log=log: refs.append(VenvBuilder(tmp_path).build(*b, log)))
                for b, log in zip(bundles, logs)]
     for thread in threads:
         thread.start()
     for thread in threads:
         thread.join(timeout=600)
-    assert len(refs) == 2 and parse_ref(refs[0])[0] == parse_ref(refs[1])[0]
+    assert len(refs) == 2 and refs[0].python == refs[1].python
     assert sum("creating the environment" in log.text() for log in logs) == 1
     assert sum("reusing the environment" in log.text() for log in logs) == 1
     assert [p.name for p in (tmp_path / "envs").iterdir() if not p.name.startswith(".")] == [
-        Path(parse_ref(refs[0])[0]).parent.parent.name]
+        Path(refs[0].python).parent.parent.name]
 
 
 # -- lifetime ------------------------------------------------------------------------------------------

@@ -50,10 +50,9 @@ from packaging.requirements import InvalidRequirement, Requirement
 from packaging.utils import canonicalize_name
 
 import gazelle
-from gazelle.errors import TargetError
+from gazelle.errors import BuildError
+from gazelle.server.artifacts import LocalEnv
 from gazelle.server.builders import Log
-
-REF_PREFIX = "venv:"
 
 # What the runtime imports, when gazelle's own metadata cannot say (running from a source tree).
 _RUNTIME_FALLBACK = ("cloudpickle", "packaging", "flask", "gunicorn", "orjson", "prometheus-client")
@@ -63,11 +62,6 @@ _PIP_TAIL = 40
 _ISOLATING = ("PYTHONPATH", "PYTHONHOME", "PYTHONSTARTUP", "VIRTUAL_ENV")
 
 
-def make_ref(python: str, bundle_path: Path | str) -> str:
-    """The reference ``LocalTarget`` runs: which interpreter, which bundle."""
-    return f"{REF_PREFIX}{python}|{bundle_path}"
-
-
 class VenvBuilder:
     """Builder for the local target (see the module docstring). The constructor does no I/O."""
 
@@ -75,7 +69,7 @@ class VenvBuilder:
         self.envs_dir = Path(data_dir) / "envs"
         self.python = python or sys.executable
 
-    def build(self, bundle_path: Path, manifest: Mapping[str, Any], log: Log) -> str:
+    def build(self, bundle_path: Path, manifest: Mapping[str, Any], log: Log) -> LocalEnv:
         minor = _minor(manifest)
         pins = _pins(manifest)
         own_minor = f"{sys.version_info.major}.{sys.version_info.minor}"
@@ -85,7 +79,7 @@ class VenvBuilder:
             missing = differences(manifest)
             if not missing:
                 log(f"the server's own python {own_minor} already has the bundle's {len(pins)} pins")
-                return make_ref(self.python, bundle_path)
+                return LocalEnv(self.python, bundle_path)
             log(f"the server's environment differs from the bundle's in {len(missing)} place(s): "
                 + "; ".join(missing[:5]) + (" ..." if len(missing) > 5 else ""))
         python = self.python if minor == own_minor else _find_python(minor, own_minor)
@@ -98,7 +92,10 @@ class VenvBuilder:
                 _point_at_gazelle(env_dir)
             else:
                 self._create(env_dir, python, minor, pins, runtime, manifest, log)
-        return make_ref(str(env_dir / "bin" / "python"), bundle_path)
+        return LocalEnv(str(env_dir / "bin" / "python"), bundle_path)
+
+    def close(self) -> None:
+        """Nothing to release: every build runs and ends within ``build``."""
 
     def _create(self, env_dir: Path, python: str, minor: str, pins: Sequence[str],
                 runtime: Sequence[str], manifest: Mapping[str, Any], log: Log) -> None:
@@ -119,14 +116,6 @@ class VenvBuilder:
             shutil.rmtree(tmp, ignore_errors=True)
             raise
         log(f"environment {env_dir.name} ready")
-
-
-def parse_ref(ref: str) -> tuple[str, Path]:
-    """``venv:<python>|<bundle>`` -> (python, bundle path)."""
-    if not ref.startswith(REF_PREFIX) or "|" not in ref:
-        raise TargetError(f"the local target cannot run {ref!r}: expected 'venv:<python>|<bundle path>'")
-    python, _, bundle = ref[len(REF_PREFIX):].partition("|")
-    return python, Path(bundle)
 
 
 def env_key(minor: str, pins: Iterable[str]) -> str:
@@ -186,7 +175,7 @@ def _minor(manifest: Mapping[str, Any]) -> str:
     version = str(manifest.get("python") or "")
     match = re.match(r"^(\d+)\.(\d+)", version)
     if not match:
-        raise TargetError(f"the bundle's python version {version!r} is not 'major.minor[.patch]'")
+        raise BuildError(f"the bundle's python version {version!r} is not 'major.minor[.patch]'")
     return f"{match.group(1)}.{match.group(2)}"
 
 
@@ -196,7 +185,7 @@ def _pins(manifest: Mapping[str, Any]) -> list[str]:
         try:
             Requirement(pin)
         except InvalidRequirement:
-            raise TargetError(f"the bundle's requirement {pin!r} is not a valid pin") from None
+            raise BuildError(f"the bundle's requirement {pin!r} is not a valid pin") from None
     return sorted(pins)
 
 
@@ -212,7 +201,7 @@ def _find_python(minor: str, own_minor: str) -> str:
                 return path
         except (OSError, subprocess.TimeoutExpired):
             pass
-    raise TargetError(f"bundle needs python {minor}; this server has {own_minor} and no {name} on PATH",
+    raise BuildError(f"bundle needs python {minor}; this server has {own_minor} and no {name} on PATH",
                       hint=f"install python {minor}, or deploy from a notebook running python {own_minor}")
 
 
@@ -242,7 +231,7 @@ def _link_gazelle(venv: Path, venv_python: str) -> None:
     got = subprocess.run([venv_python, "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])"],
                          capture_output=True, text=True, env=_clean_env(), timeout=60)
     if got.returncode != 0:
-        raise TargetError("the new virtualenv's python does not start", detail=got.stderr[-4000:])
+        raise BuildError("the new virtualenv's python does not start", detail=got.stderr[-4000:])
     site = Path(got.stdout.strip())
     (site / "gazelle-server.pth").write_text(os.path.relpath(shim, site) + "\n")
 
@@ -257,13 +246,13 @@ def _point_at_gazelle(venv: Path) -> None:
 
 
 def _run(cmd: Sequence[str], failure: str, log: Log) -> list[str]:
-    """Run ``cmd`` streaming its output to ``log``; raise TargetError(failure) if it fails."""
+    """Run ``cmd`` streaming its output to ``log``; raise BuildError(failure) if it fails."""
     tail: deque[str] = deque(maxlen=_PIP_TAIL)
     try:
         proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
                                 text=True, errors="replace", bufsize=1, env=_clean_env())
     except OSError as err:
-        raise TargetError(f"{failure}: {err.strerror or err}") from None
+        raise BuildError(f"{failure}: {err.strerror or err}") from None
     assert proc.stdout is not None
     with proc:
         for raw in proc.stdout:
@@ -276,7 +265,7 @@ def _run(cmd: Sequence[str], failure: str, log: Log) -> list[str]:
     return list(tail)
 
 
-class _Failed(TargetError):
+class _Failed(BuildError):
     def __init__(self, status: int, tail: list[str], failure: str) -> None:
         super().__init__(f"{failure} (exit status {status})", detail="\n".join(tail))
         self.status = status
@@ -290,7 +279,7 @@ def _pip_install(venv_python: str, requirements: Sequence[str], minor: str, log:
     try:
         _run(cmd, "pip could not install the bundle's requirements", log)
     except _Failed as failed:
-        raise TargetError(pip_failure(failed.tail, minor) or failed.message,
+        raise BuildError(pip_failure(failed.tail, minor) or failed.message,
                           hint="check the pins in the bundle's gazelle.json, or pass requirements=[...]",
                           detail="\n".join(failed.tail)) from None
 
@@ -327,10 +316,10 @@ def _verify(venv_python: str, manifest: Mapping[str, Any]) -> None:
     got = subprocess.run([venv_python, "-c", _VERIFY], input=json.dumps(dict(manifest)), capture_output=True,
                          text=True, env=_clean_env(), timeout=120)
     if got.returncode != 0:
-        raise TargetError("the new environment cannot import gazelle", detail=got.stderr[-4000:])
+        raise BuildError("the new environment cannot import gazelle", detail=got.stderr[-4000:])
     remaining = [str(d) for d in json.loads(got.stdout.strip().splitlines()[-1])]
     if remaining:
-        raise TargetError("the new environment still differs from the bundle's: " + "; ".join(remaining),
+        raise BuildError("the new environment still differs from the bundle's: " + "; ".join(remaining),
                           detail="\n".join(remaining))
 
 

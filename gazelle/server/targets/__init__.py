@@ -1,13 +1,20 @@
 """Targets run released versions of models: ``Target.deploy(release) -> Running``.
 
-A target receives a reference made by its builder (see ``gazelle.server.builders``), never a bundle to
-unpack. Every version of a model runs on its own address; the gateway decides which one is "live".
-A target never switches traffic itself: the pipeline does that after the sanity check passes.
+A target receives an artifact (``release.artifact``: a ``LocalEnv`` for the local target, a
+digest-pinned ``ImageRef`` for image targets), never a bundle to unpack. Every version of a model runs
+on its own address; the gateway decides which one is "live". A target never switches traffic itself:
+the pipeline does that after the sanity check passes.
+
+``close()`` releases clients and threads and never stops a model: whether models stop when the server
+exits is decided in ``server/wiring.py`` (the local target's runtimes stop on a requested shutdown; a
+killed server leaves them for the next one to adopt; a cluster's versions never stop with the server).
 """
 from __future__ import annotations
 
 from dataclasses import dataclass, field
 from typing import Any, Callable, Mapping, Protocol
+
+from gazelle.server.artifacts import Artifact
 
 Log = Callable[[str], None]
 
@@ -18,7 +25,7 @@ class Release:
 
     name: str
     version: int
-    ref: str                                    # what the builder returned
+    artifact: Artifact                          # what the build (and push) made
     manifest: Mapping[str, Any]                 # the bundle's gazelle.json
     public: bool = False
     replicas: int = 1
@@ -63,4 +70,8 @@ class Target(Protocol):
 
     def delete(self, name: str) -> None:
         """Stop every version of ``name`` and forget it."""
+        ...
+
+    def close(self) -> None:
+        """Release clients and threads; every version keeps running."""
         ...

@@ -1,8 +1,7 @@
 """``LocalTarget``: every model version as a runtime process on this host.
 
 Each version runs ``<python> -m gazelle.cli runtime <bundle>`` (gunicorn, ``workers`` processes) on a
-free loopback port, with the interpreter ``VenvBuilder`` chose (the reference is
-``venv:<python>|<bundle path>``). Its output goes to ``{data_dir}/logs/<name>-v<version>.log``; its
+free loopback port, with the interpreter ``VenvBuilder`` chose (``release.artifact``, a ``LocalEnv``). Its output goes to ``{data_dir}/logs/<name>-v<version>.log``; its
 pid and port to ``{data_dir}/run/<name>-v<version>.json``.
 
 Lifetime, by choice:
@@ -45,7 +44,7 @@ from pathlib import Path
 from typing import Any
 
 from gazelle.errors import TargetError
-from gazelle.server.builders.venv import parse_ref
+from gazelle.server.artifacts import LocalEnv
 from gazelle.server.targets import Log, Release, Running
 from gazelle.server.targets._supervise import Watchdog
 
@@ -127,7 +126,7 @@ class LocalTarget:
     # -- Target ------------------------------------------------------------------------------------
 
     def deploy(self, release: Release, log: Log) -> Running:
-        python, bundle = parse_ref(release.ref)
+        python, bundle = _local_env(release)
         key = (release.name, release.version)
         self._watchdog.start()
         with self._lock:
@@ -193,6 +192,10 @@ class LocalTarget:
         for path in (self.data_dir / "logs").glob(f"{name}-v*.log"):
             if path.stem.rpartition("-v")[0] == name:
                 path.unlink(missing_ok=True)
+
+    def close(self) -> None:
+        """Stop supervising; the runtimes keep running (``shutdown`` stops them)."""
+        self._watchdog.stop()
 
     def shutdown(self, grace: float = 10.0) -> None:
         """Stop the watchdog, then every version this server runs: for the server's clean exit."""
@@ -353,7 +356,7 @@ class LocalTarget:
         if proc.alive():   # _from_record has already dropped a pid that is no longer our runtime
             if _ready(proc.url):
                 if not (proc.python and proc.bundle):   # a record from before they were kept
-                    python, bundle = parse_ref(release.ref)
+                    python, bundle = _local_env(release)
                     proc.python, proc.bundle = python, str(bundle)
                 proc.launch = self._launch(release, proc.python, Path(proc.bundle), proc.port)
                 proc.offset = _size(proc.log)
@@ -398,6 +401,14 @@ class LocalTarget:
 
     def _log_file(self, name: str, version: int) -> Path:
         return self.data_dir / "logs" / f"{name}-v{version}.log"
+
+
+def _local_env(release: Release) -> tuple[str, Path]:
+    artifact = release.artifact
+    if not isinstance(artifact, LocalEnv):
+        raise TargetError(f"the local target runs environments on this host, not {artifact}",
+                          hint="use the docker or kubernetes target for images")
+    return artifact.python, artifact.bundle
 
 
 class _PortTaken(Exception):
