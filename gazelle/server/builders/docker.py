@@ -42,13 +42,10 @@ import re
 import ssl
 import sys
 import tarfile
-import time
 from collections import deque
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Iterable, Iterator, Mapping, Sequence
-
-from packaging.requirements import InvalidRequirement, Requirement
 
 import gazelle
 from gazelle.errors import BuildError, ConfigError
@@ -56,7 +53,8 @@ from gazelle.names import validate_name
 from gazelle.server.artifacts import EngineImage
 from gazelle.server.builders import Log
 from gazelle.server.builders.runtime_files import runtime_files
-from gazelle.server.builders.venv import pip_failure, runtime_requirements
+# The venv builder's reading of a manifest, so that both builders refuse the same bundles alike.
+from gazelle.server.builders.venv import _minor, _pins, pip_failure, runtime_requirements
 
 DEFAULT_BASE = "python:{major}.{minor}-slim"
 USER = "10001:10001"
@@ -82,7 +80,7 @@ def apt_packages(raw: str | Iterable[str], setting: str = "GAZELLE_DOCKER_APT_PA
 
 def base_image(manifest: Mapping[str, Any], base_images: Mapping[str, str]) -> str:
     """The base image for the bundle's python ``major.minor``; ConfigError when none is configured."""
-    minor = python_minor(manifest)
+    minor = _minor(manifest)
     if not base_images:
         major, _, rest = minor.partition(".")
         return DEFAULT_BASE.format(major=major, minor=rest)
@@ -91,13 +89,6 @@ def base_image(manifest: Mapping[str, Any], base_images: Mapping[str, str]) -> s
                           f"{', '.join(sorted(base_images))}",
                           hint=f'add it, e.g. GAZELLE_BASE_IMAGES=\'{{"{minor}": "python:{minor}-slim"}}\'')
     return base_images[minor]
-
-
-def python_minor(manifest: Mapping[str, Any]) -> str:
-    match = re.match(r"^(\d+)\.(\d+)", str(manifest.get("python") or ""))
-    if not match:
-        raise BuildError(f"the bundle's python version {manifest.get('python')!r} is not 'major.minor[.patch]'")
-    return f"{match.group(1)}.{match.group(2)}"
 
 
 @dataclass(frozen=True)
@@ -129,13 +120,14 @@ class DockerBuilder:
 
     ``client_factory`` makes a ``docker.DockerClient``; it is called on the first build, not here:
     constructors do no I/O. ``registry_prefix`` (``HOST[:PORT]/PREFIX``) names the image
-    (``{prefix}/{model}:v{version}-{unix time}``), so the publish step can push it as it is.
+    ``{prefix}/{model}:bundle-<first 16 hex of the bundle digest>``; the publish step
+    (``registry.engine.EnginePublisher``) adds the ``v{version}-{unix time}`` tag and pushes.
+    ``version`` labels the image (``gazelle.version``) where the caller knows it.
     """
 
     def __init__(self, client_factory: Callable[[], Any], registry_prefix: str, *,
                  base_images: Mapping[str, str] | None = None, apt: Sequence[str] = (),
-                 ca_bundle: Path | bool = True, network_mode: str = "host", pull: bool = False,
-                 clock: Callable[[], float] = time.time) -> None:
+                 ca_bundle: Path | bool = True, network_mode: str = "host", pull: bool = False) -> None:
         self.client_factory = client_factory
         self.registry_prefix = registry_prefix.rstrip("/")
         self.base_images = dict(base_images or {})
@@ -143,14 +135,17 @@ class DockerBuilder:
         self.ca_bundle = ca_bundle
         self.network_mode = network_mode
         self.pull = pull
-        self.clock = clock
         self._client: Any = None
 
     def build(self, bundle_path: Path, manifest: Mapping[str, Any], log: Log, *,
               version: int = 0) -> EngineImage:
         name = validate_name(manifest.get("name"))
-        plan = self.plan(Path(bundle_path).read_bytes(), manifest, version=version)
-        tag = f"{self.registry_prefix}/{name}:v{version}-{int(self.clock())}"
+        try:
+            bundle = Path(bundle_path).read_bytes()
+        except OSError as err:
+            raise BuildError(f"the bundle of {name} cannot be read: {err.strerror or err}") from None
+        plan = self.plan(bundle, manifest, version=version)
+        tag = f"{self.registry_prefix}/{name}:bundle-{plan.labels['gazelle.bundle-digest'][7:23]}"
         log(f"docker build of {tag} on {plan.dockerfile.splitlines()[0].split()[1]}"
             + (f" with apt packages {' '.join(self.apt)}" if self.apt else ""))
         client = self._engine()
@@ -158,7 +153,7 @@ class DockerBuilder:
             stream = client.api.build(fileobj=plan.context(), custom_context=True, tag=tag, rm=True,
                                       forcerm=True, pull=self.pull, network_mode=self.network_mode,
                                       decode=True)
-            image_id = _follow(stream, log, python_minor(manifest))
+            image_id = _follow(stream, log, _minor(manifest))
             if image_id is None:
                 image_id = client.api.inspect_image(tag)["Id"]
         except BuildError:
@@ -171,7 +166,7 @@ class DockerBuilder:
     def plan(self, bundle: bytes, manifest: Mapping[str, Any], *, version: int = 0) -> BuildPlan:
         """The Dockerfile and context for ``bundle`` (pure: reads only the CA bundle file, if any)."""
         name = validate_name(manifest.get("name"))
-        minor = python_minor(manifest)
+        minor = _minor(manifest)
         base = base_image(manifest, self.base_images)
         pins = _pins(manifest)
         own = f"{sys.version_info.major}.{sys.version_info.minor}"
@@ -299,16 +294,6 @@ def _apt_failure(lines: Sequence[str]) -> str | None:
 
 def _short(instruction: str, width: int = 80) -> str:
     return instruction if len(instruction) <= width else instruction[:width - 3] + "..."
-
-
-def _pins(manifest: Mapping[str, Any]) -> list[str]:
-    pins = [str(p) for p in manifest.get("requirements") or []]
-    for pin in pins:
-        try:
-            Requirement(pin)
-        except InvalidRequirement:
-            raise BuildError(f"the bundle's requirement {pin!r} is not a valid pin") from None
-    return sorted(pins)
 
 
 def _default_ca() -> Path | None:

@@ -10,10 +10,13 @@ credentials the ``docker`` package uses the client's own ``~/.docker/config.json
 helpers included). They never appear in a log line or an error: the engine's messages do not carry
 them, and ``RegistryError`` names the registry and repository only.
 
-``pull_image`` is the other direction, for targets: pull by digest and report the engine's reason.
+``EnginePublisher`` is the push stage for ``DockerBuilder``'s images (the pipeline's ``Publish``):
+model ``accounts`` version 3 goes to ``{prefix}/accounts:v3-<unix time>``. ``pull_image`` is the
+other direction, for targets: pull by digest and report the engine's reason.
 """
 from __future__ import annotations
 
+import time
 from typing import Any, Callable, Iterable, Mapping, Sequence
 
 from gazelle.errors import RegistryError
@@ -75,6 +78,35 @@ def push_engine_image(client: Any, image: EngineImage, repository: str, tags: Se
     ref = ImageRef(host, path, digest)
     log(f"pushed {ref}")
     return ref
+
+
+class EnginePublisher:
+    """``Publish`` for images a Docker engine holds: ``publisher(image, name, version, log) -> ImageRef``.
+
+    ``client_factory`` is called on the first push (constructors do no I/O); ``close()`` closes it.
+    """
+
+    def __init__(self, client_factory: Callable[[], Any], registry_prefix: str, *,
+                 credentials: Credentials | None = None, clock: Callable[[], float] = time.time) -> None:
+        self.client_factory = client_factory
+        self.registry_prefix = registry_prefix.rstrip("/")
+        self.credentials = credentials
+        self.clock = clock
+        self._client: Any = None
+
+    def __call__(self, artifact: Any, name: str, version: int, log: Log) -> ImageRef:
+        if not isinstance(artifact, EngineImage):
+            raise RegistryError(f"the Docker engine pushes only images it built, not {type(artifact).__name__}",
+                                url=registry_of(self.registry_prefix))
+        if self._client is None:
+            self._client = self.client_factory()
+        return push_engine_image(self._client, artifact, f"{self.registry_prefix}/{name}",
+                                 [f"v{version}-{int(self.clock())}"], log, credentials=self.credentials)
+
+    def close(self) -> None:
+        client, self._client = self._client, None
+        if client is not None:
+            client.close()
 
 
 def pull_image(client: Any, ref: ImageRef, log: Log, *, credentials: Credentials | None = None) -> None:

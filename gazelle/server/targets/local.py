@@ -30,7 +30,6 @@ data directory; only the process that deploys and restores (the job runner) supe
 """
 from __future__ import annotations
 
-import http.client
 import json
 import os
 import signal
@@ -46,11 +45,10 @@ from typing import Any
 from gazelle.errors import TargetError
 from gazelle.server.artifacts import LocalEnv
 from gazelle.server.targets import Log, Release, Running
+from gazelle.server.targets._runtime import (READY_PATH, exit_cause, free_port, last_error, port_in_use, ready,
+                                             url_host)
 from gazelle.server.targets._supervise import Watchdog
 
-READY_PATH = "/v2/health/ready"
-_EXIT_MISMATCH = 3
-_EXIT_MODEL = 4
 _TAIL = 40
 _PORT_ATTEMPTS = 3
 _PORT_RELEASE = 3.0   # seconds a dead runtime's killed workers get to let go of its port
@@ -89,18 +87,18 @@ class _Process:
         return _pid_alive(self.pid)
 
     def ready(self) -> bool:
-        return _ready(self.url, timeout=1.0)
+        return ready(self.url, timeout=1.0)
 
     def exit_cause(self) -> str:
         lines = _read_from(self.log, self.offset)
-        if _port_in_use(lines):
+        if port_in_use(lines):
             return f"port {self.port} is taken by another process"
         status = self.popen.poll() if self.popen is not None else None
         if status is None:
-            error = _last_error(lines).get("error")
+            error = last_error(lines).get("error")
             return "the runtime exited (adopted from an earlier server: status unknown)" + (
                 f": {error}" if error else "")
-        return _exit_cause(status, lines)
+        return exit_cause(status, lines)
 
     def running(self) -> Running:
         return Running(self.name, self.version, self.url)
@@ -132,7 +130,7 @@ class LocalTarget:
         with self._lock:
             current = self._procs.get(key)
         if current is not None:
-            if current.alive() and _ready(current.url):
+            if current.alive() and ready(current.url):
                 log(f"{release.name} v{release.version} already runs at {current.url}")
                 return current.running()
             current = self._claim(key)   # the watchdog may have replaced it meanwhile: stop that one
@@ -214,8 +212,8 @@ class LocalTarget:
     def _start(self, release: Release, python: str, bundle: Path, log: Log) -> Running:
         if not bundle.is_file():
             raise TargetError(f"the bundle of {release.name} v{release.version} is missing: {bundle}")
-        port = _free_port(self.host)
-        url = f"http://{_url_host(self.host)}:{port}"
+        port = free_port(self.host)
+        url = f"http://{url_host(self.host)}:{port}"
         launch = self._launch(release, python, bundle, port)
         log(f"starting {release.name} v{release.version} on {url} ({self.workers} workers)")
         proc = self._spawn(release.name, release.version, port, url, python, str(bundle), launch)
@@ -263,10 +261,10 @@ class LocalTarget:
             status = proc.popen.poll()
             if status is not None:
                 lines = _read_from(proc.log, proc.offset)
-                if _port_in_use(lines):
+                if port_in_use(lines):
                     raise _PortTaken()
-                raise TargetError(_exit_cause(status, lines), detail="\n".join(lines[-_TAIL:]))
-            if _ready(proc.url):
+                raise TargetError(exit_cause(status, lines), detail="\n".join(lines[-_TAIL:]))
+            if ready(proc.url):
                 return
             if time.monotonic() > deadline:
                 lines = _read_from(proc.log, proc.offset)
@@ -348,13 +346,13 @@ class LocalTarget:
         name, version = release.name, release.version
         with self._lock:
             current = self._procs.get((name, version))
-        if current is not None and current.alive() and _ready(current.url):
+        if current is not None and current.alive() and ready(current.url):
             return current
         proc = self._from_record(name, version)
         if proc is None:
             return None
         if proc.alive():   # _from_record has already dropped a pid that is no longer our runtime
-            if _ready(proc.url):
+            if ready(proc.url):
                 if not (proc.python and proc.bundle):   # a record from before they were kept
                     python, bundle = _local_env(release)
                     proc.python, proc.bundle = python, str(bundle)
@@ -415,51 +413,6 @@ class _PortTaken(Exception):
     """Another process bound the free port between our check and the runtime's bind."""
 
 
-def _exit_cause(status: int, lines: list[str]) -> str:
-    """The sentence a person needs, read from the runtime's last log lines."""
-    entry = _last_error(lines)
-    error = entry.get("error") or entry.get("message")
-    if status == _EXIT_MISMATCH:
-        differences = entry.get("differences")
-        if isinstance(differences, list) and differences:
-            return "environment mismatch: " + "; ".join(str(d) for d in differences)
-        return f"environment mismatch: {error or 'the runtime refused this environment'}"
-    if status == _EXIT_MODEL:
-        return f"the model raised while loading: {error or 'see the log lines'}"
-    if status < 0:
-        return f"the runtime was killed by {signal.Signals(-status).name}" + (f": {error}" if error else "")
-    return f"the runtime exited with status {status}" + (f": {error}" if error else "")
-
-
-def _last_error(lines: list[str]) -> dict[str, Any]:
-    """The last JSON log line that reports an error (``error``, ``differences``); else the last plain line."""
-    for line in reversed(lines):
-        try:
-            entry = json.loads(line)
-        except ValueError:
-            continue
-        if isinstance(entry, dict) and (entry.get("error") or entry.get("differences")):
-            return entry
-    plain = [line.strip() for line in lines if line.strip() and not line.lstrip().startswith("{")]
-    return {"error": plain[-1]} if plain else {}
-
-
-def _ready(url: str, timeout: float = 2.0) -> bool:
-    host, _, port = url.removeprefix("http://").rpartition(":")
-    conn = http.client.HTTPConnection(host.strip("[]"), int(port), timeout=timeout)
-    try:
-        conn.request("GET", READY_PATH)
-        return conn.getresponse().status == 200
-    except (OSError, http.client.HTTPException):
-        return False
-    finally:
-        conn.close()
-
-
-def _port_in_use(lines: list[str]) -> bool:
-    return any("Address already in use" in line or "Connection in use" in line for line in lines)
-
-
 def _port_free(host: str, port: int) -> bool:
     """Whether the runtime could bind ``port`` now (gunicorn sets SO_REUSEADDR too: TIME_WAIT is no owner)."""
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
@@ -470,21 +423,6 @@ def _port_free(host: str, port: int) -> bool:
         except OSError:
             return False
     return True
-
-
-def _free_port(host: str) -> int:
-    family = socket.AF_INET6 if ":" in host else socket.AF_INET
-    with socket.socket(family, socket.SOCK_STREAM) as sock:
-        sock.bind((host, 0))
-        return int(sock.getsockname()[1])
-
-
-def _url_host(host: str) -> str:
-    if host in ("", "0.0.0.0"):
-        return "127.0.0.1"
-    if host == "::":
-        return "[::1]"
-    return f"[{host}]" if ":" in host else host
 
 
 def _pid_alive(pid: int) -> bool:
