@@ -53,6 +53,7 @@ from gazelle.names import validate_name
 from gazelle.server.artifacts import EngineImage
 from gazelle.server.builders import Log
 from gazelle.server.builders.runtime_files import runtime_files
+from gazelle.server.engine import engine_message
 # The venv builder's reading of a manifest, so that both builders refuse the same bundles alike.
 from gazelle.server.builders.venv import _minor, _pins, pip_failure, runtime_requirements
 
@@ -159,7 +160,7 @@ class DockerBuilder:
         except BuildError:
             raise
         except Exception as err:   # the engine refused the request itself (unreachable, API error)
-            raise BuildError(f"the Docker engine could not build {tag}: {_engine_message(err)}") from None
+            raise BuildError(f"the Docker engine could not build {tag}: {engine_message(err)}") from None
         log(f"built {tag} ({image_id[:19]})")
         return EngineImage(id=image_id, tag=tag)
 
@@ -300,8 +301,3 @@ def _default_ca() -> Path | None:
     """The CA file this server's own TLS trusts, if there is one (``SSL_CERT_FILE`` wins)."""
     cafile = ssl.get_default_verify_paths().cafile
     return Path(cafile) if cafile else None
-
-
-def _engine_message(err: Exception) -> str:
-    explanation = getattr(err, "explanation", None)
-    return str(explanation or err).strip() or type(err).__name__

@@ -21,6 +21,7 @@ from typing import Any, Callable, Iterable, Mapping, Sequence
 
 from gazelle.errors import RegistryError
 from gazelle.server.artifacts import EngineImage, ImageRef
+from gazelle.server.engine import engine_message
 
 Credentials = Callable[[str], "tuple[str, str] | None"]  # registry host -> (user, password)
 Log = Callable[[str], None]
@@ -66,7 +67,7 @@ def push_engine_image(client: Any, image: EngineImage, repository: str, tags: Se
         except RegistryError:
             raise
         except Exception as err:   # the engine refused the request itself
-            raise RegistryError(f"the Docker engine could not push {target}: {_message(err)}",
+            raise RegistryError(f"the Docker engine could not push {target}: {engine_message(err)}",
                                 url=host, retryable=_retryable(err)) from None
         if got is None:
             raise RegistryError(f"the Docker engine pushed {target} but reported no digest", url=host)
@@ -119,7 +120,7 @@ def pull_image(client: Any, ref: ImageRef, log: Log, *, credentials: Credentials
     except RegistryError:
         raise
     except Exception as err:
-        raise RegistryError(f"the Docker engine could not pull {ref}: {_message(err)}", url=ref.registry,
+        raise RegistryError(f"the Docker engine could not pull {ref}: {engine_message(err)}", url=ref.registry,
                             retryable=_retryable(err)) from None
 
 
@@ -142,15 +143,10 @@ def _follow(stream: Iterable[Mapping[str, Any]], log: Log, target: str, *, verb:
     return digest
 
 
-def _message(err: Exception) -> str:
-    explanation = getattr(err, "explanation", None)
-    return str(explanation or err).strip() or type(err).__name__
-
-
 def _retryable(err: Exception) -> bool:
     response = getattr(err, "response", None)
     status = getattr(response, "status_code", None)
-    return bool(status and status >= 500) or _retryable_text(_message(err))
+    return bool(status and status >= 500) or _retryable_text(engine_message(err))
 
 
 def _retryable_text(message: str) -> bool:
