@@ -75,10 +75,14 @@ def build_parser() -> argparse.ArgumentParser:
     tc.set_defaults(func=_handler("gazelle.client.cli:token_create"))
 
     rt = sub.add_parser("runtime", help="serve one bundle, no server needed")
-    rt.add_argument("bundle", metavar="BUNDLE")
-    rt.add_argument("--host", default="127.0.0.1")
-    rt.add_argument("--port", type=int, default=8080)
-    rt.add_argument("--workers", type=int, default=2)
+    rt.add_argument("bundle", metavar="BUNDLE", nargs="?", default=None,
+                    help="the bundle (default: $GAZELLE_RUNTIME_BUNDLE)")
+    rt.add_argument("--host", default=None, help="bind address (default: $GAZELLE_RUNTIME_HOST, then 127.0.0.1)")
+    rt.add_argument("--port", type=int, default=None, help="port (default: $GAZELLE_RUNTIME_PORT, then 8080)")
+    rt.add_argument("--socket", default=None, metavar="PATH",
+                    help="listen on this unix socket (mode 0600) instead of TCP (default: $GAZELLE_RUNTIME_SOCKET)")
+    rt.add_argument("--workers", type=int, default=None,
+                    help="gunicorn workers (default: $GAZELLE_RUNTIME_WORKERS, then the CPUs this process may use)")
     rt.set_defaults(func=_handler("gazelle.runtime.serve:main"))
     return p
 

@@ -1,4 +1,4 @@
-"""``gazelle runtime BUNDLE``: serve one bundle under gunicorn.
+"""``gazelle runtime BUNDLE``: serve one bundle under gunicorn, on TCP or a unix socket (:mod:`.bind`).
 
 The master process reads the bundle, checks the environment and unpickles the model ONCE, before
 gunicorn forks its workers (``preload_app``), so the workers share the model's memory and a model that
@@ -29,13 +29,14 @@ from gunicorn import glogging
 from gunicorn.app.base import BaseApplication
 
 from gazelle.errors import BundleError, ConfigError, EnvironmentMismatch
-from gazelle.runtime import logs, metrics
+from gazelle.runtime import bind, logs, metrics
 from gazelle.runtime.errors import ModelLoadFailed
 from gazelle.runtime.settings import RuntimeSettings
 
 EXIT_UNREADABLE = 2
 EXIT_ENVIRONMENT = 3
 EXIT_MODEL_LOAD = 4
+SOCKET_UMASK = 0o177
 KEEPALIVE_SECONDS = 5  # gthread only: sync workers close every connection
 
 
@@ -66,14 +67,12 @@ class RuntimeServer(BaseApplication):
         return self.application
 
 
-def _bind(host: str, port: int) -> str:
-    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
-
-
 def main(args: argparse.Namespace) -> int:
     logs.configure()
     try:
         settings = RuntimeSettings.from_env()
+        listen = bind.resolve(args.bundle, host=args.host, port=args.port, socket=args.socket,
+                              workers=args.workers)
     except ConfigError as err:
         logs.event("invalid_setting", level=logging.ERROR, error=str(err))
         return EXIT_UNREADABLE
@@ -81,22 +80,22 @@ def main(args: argparse.Namespace) -> int:
     metrics_dir = metrics.make_directory()
     metrics.enable_multiprocess(metrics_dir)
     try:
-        return _serve(args, settings, metrics_dir)
+        return _serve(listen, settings, metrics_dir)
     finally:
         # Forked workers unwind through here too when they exit; only the master owns the directory.
         if os.getpid() == master:
             metrics.remove_directory(metrics_dir)
 
 
-def _serve(args: argparse.Namespace, settings: RuntimeSettings, metrics_dir: str) -> int:
+def _serve(listen: bind.Listen, settings: RuntimeSettings, metrics_dir: str) -> int:
     # Imported after the multiprocess directory is set, so that every metric the app creates uses it.
     from gazelle.runtime import loader
     from gazelle.runtime.app import build_app
 
     try:
-        bundle = loader.read(args.bundle)
+        bundle = loader.read(listen.bundle)
     except (OSError, BundleError) as err:
-        logs.event("bundle_unreadable", level=logging.ERROR, bundle=str(args.bundle),
+        logs.event("bundle_unreadable", level=logging.ERROR, bundle=str(listen.bundle),
                    error=f"{type(err).__name__}: {err}")
         return EXIT_UNREADABLE
     try:
@@ -110,14 +109,13 @@ def _serve(args: argparse.Namespace, settings: RuntimeSettings, metrics_dir: str
         logs.event("model_load_failed", level=logging.ERROR, model=bundle.name, error=err.error,
                    traceback=err.detail)
         return EXIT_MODEL_LOAD
-    bind = _bind(args.host, args.port)
     kind = worker_class(settings.threads)
     logs.event("starting", model=bundle.name, version=settings.model_version, digest=bundle.digest,
-               bind=bind, workers=args.workers, worker_class=kind, threads=settings.threads,
+               bind=listen.address, workers=listen.workers, worker_class=kind, threads=settings.threads,
                metrics_dir=metrics_dir)
 
     def when_ready(arbiter: Any) -> None:
-        logs.event("ready", model=bundle.name, url=f"http://{bind}/")
+        logs.event("ready", model=bundle.name, url=listen.url)
 
     def child_exit(arbiter: Any, worker: Any) -> None:
         metrics.worker_exited(worker.pid)
@@ -129,8 +127,10 @@ def _serve(args: argparse.Namespace, settings: RuntimeSettings, metrics_dir: str
     # scanning (and so copying) those pages in every worker.
     gc.freeze()
     RuntimeServer(app, {
-        "bind": [bind],
-        "workers": args.workers,
+        "bind": [listen.address],
+        # Applied while gunicorn binds: a unix socket comes out 0600, whatever the caller's umask.
+        "umask": SOCKET_UMASK,
+        "workers": listen.workers,
         "worker_class": kind,
         "threads": settings.threads,
         "keepalive": KEEPALIVE_SECONDS,

@@ -67,13 +67,20 @@ class RuntimeSettings:
 
 
 def _int(env: Mapping[str, str], name: str, default: int) -> int:
+    value = env_int(env, name)
+    return default if value is None else value
+
+
+def env_int(env: Mapping[str, str], name: str, label: str | None = None) -> int | None:
+    """The integer in ``env[name]``; ``None`` when unset or blank. ``label`` names it in the error
+    (default: the variable)."""
     raw = env.get(name, "").strip()
     if not raw:
-        return default
+        return None
     try:
         return int(raw)
     except ValueError:
-        raise ConfigError(f"{name} must be an integer, got {raw!r}") from None
+        raise ConfigError(f"{label or name} must be an integer, got {raw!r}") from None
 
 
 def _flag(env: Mapping[str, str], name: str, default: bool) -> bool:

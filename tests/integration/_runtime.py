@@ -106,16 +106,25 @@ def _env(extra: Mapping[str, str] | None) -> dict[str, str]:
 
 
 class Runtime:
-    """A ``gazelle runtime BUNDLE`` process on a free loopback port."""
+    """A ``gazelle runtime BUNDLE`` process on a free loopback port.
+
+    ``from_env=True`` gives the bundle, port and workers as ``GAZELLE_RUNTIME_*`` variables instead of
+    arguments, as a container image's entrypoint gets them.
+    """
 
     def __init__(self, bundle: Path, log: Path, *, workers: int = 2, env: Mapping[str, str] | None = None,
-                 module: str = "gazelle.cli", args: Sequence[str] = ()) -> None:
+                 module: str = "gazelle.cli", args: Sequence[str] = (), from_env: bool = False) -> None:
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.log = log
         prefix = [sys.executable, "-m", module] + (["runtime"] if module == "gazelle.cli" else [])
-        self.argv = [*prefix, str(bundle), "--host", "127.0.0.1", "--port", str(self.port),
-                     "--workers", str(workers), *args]
+        listen = {"bundle": str(bundle), "port": str(self.port), "workers": str(workers)}
+        if from_env:
+            self.argv = [*prefix, *args]
+            env = {**{f"GAZELLE_RUNTIME_{k.upper()}": v for k, v in listen.items()}, **(env or {})}
+        else:
+            self.argv = [*prefix, listen["bundle"], "--host", "127.0.0.1", "--port", listen["port"],
+                         "--workers", listen["workers"], *args]
         with open(log, "wb") as out:
             self.proc = subprocess.Popen(self.argv, cwd=log.parent, env=_env(env), stdout=out,
                                          stderr=subprocess.STDOUT, start_new_session=True)
