@@ -67,6 +67,7 @@ _REQUIREMENTS_NAME = "gazelle-build/requirements.txt"
 _TAIL = 40
 _APT_NAME = re.compile(r"^[a-z0-9][a-z0-9+.\-]+(?:=[A-Za-z0-9.+~:\-]+)?$")
 _STEP = re.compile(r"^Step (\d+)/(\d+) : (.*)$")
+_ASSIGNMENTS = re.compile(r"^(?:[A-Z_][A-Z0-9_]*=\S*\s+)+")
 _ANSI = re.compile(r"\x1b\[[0-9;]*[A-Za-z]")
 
 
@@ -294,6 +295,9 @@ def _apt_failure(lines: Sequence[str]) -> str | None:
 
 
 def _short(instruction: str, width: int = 80) -> str:
+    """The instruction as a person recognises it: a RUN step without its variable assignments, cut short."""
+    if instruction.startswith("RUN "):
+        instruction = "RUN " + _ASSIGNMENTS.sub("", instruction[4:])
     return instruction if len(instruction) <= width else instruction[:width - 3] + "..."
 
 
