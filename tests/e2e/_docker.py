@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 from gazelle import bundle
+from tests.integration._local import Boom  # noqa: F401  (raises while loading; shared with the local target's tests)
 
 
 class Shout:
@@ -19,19 +20,6 @@ class Shout:
 
     def predict(self, rows: Any) -> list[str]:
         return [str(row).upper() for row in rows]
-
-
-class Boom:
-    """Pickles fine, raises while loading: the runtime must exit with the model's own message."""
-
-    def predict(self, rows: Any) -> list[int]:
-        return [0 for _ in rows]
-
-    def __getstate__(self) -> dict[str, Any]:
-        return {"armed": True}
-
-    def __setstate__(self, state: dict[str, Any]) -> None:
-        raise RuntimeError("the weights file is missing")
 
 
 SAMPLE = ["taxi to conference", "hotel night"]
