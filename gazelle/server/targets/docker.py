@@ -163,6 +163,8 @@ class DockerTarget:
     # -- starting ------------------------------------------------------------------------------------
 
     def _start(self, release: Release, ref: ImageRef, resources: Resources, log: Log) -> Running:
+        if self.network == "bridge":
+            self._check_bridge()
         port = free_port(self.host) if self.network == "host" else IMAGE_PORT
         options = self.container_options(release, ref, resources, port)
         try:
@@ -187,11 +189,20 @@ class DockerTarget:
                               f"{engine_message(err)}") from None
         url = self._url(container, refresh=True)
         if url is None:
-            raise TargetError(f"the Docker engine published no port for {release.name} v{release.version}")
+            raise TargetError(f"the Docker engine published no port for {release.name} v{release.version} "
+                              f"on its {self.network} network")
         log(f"started container {container.short_id} for {release.name} v{release.version} at {url}")
         self._wait_ready(container, release, url, port)
         container.update(restart_policy={"Name": "unless-stopped"})
         return url
+
+    def _check_bridge(self) -> None:
+        """An engine started without a bridge runs ``bridge`` containers unreachable; say so before."""
+        try:
+            self._engine().networks.get("bridge")
+        except NotFound:
+            raise TargetError("the Docker engine has no 'bridge' network, so a published port would lead "
+                              "nowhere", hint="set GAZELLE_DOCKER_NETWORK=host for this engine") from None
 
     def container_options(self, release: Release, ref: ImageRef, resources: Resources,
                           port: int) -> dict[str, Any]:
