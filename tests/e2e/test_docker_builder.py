@@ -49,12 +49,8 @@ def shout_image(builder: DockerBuilder, docker_client: Any,
 
 
 @pytest.fixture(scope="module")
-def shout_ref(testenv: dict[str, str], prefix: str, shout_image: tuple[EngineImage, Lines]) -> ImageRef:
-    publish = EnginePublisher(client_factory(testenv["GAZELLE_TEST_DOCKER_HOST"]), prefix)
-    try:
-        return publish(shout_image[0], "shout", 3, Lines())
-    finally:
-        publish.close()
+def shout_ref(builder: DockerBuilder, prefix: str, shout_image: tuple[EngineImage, Lines]) -> ImageRef:
+    return EnginePublisher(builder.engine, prefix)(shout_image[0], "shout", 3, Lines())
 
 
 def run_until_ready(docker_client: Any, image: str, port: int) -> Any:

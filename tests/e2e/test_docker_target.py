@@ -37,7 +37,7 @@ def pushed(engine: Any, base_image: str, prefix: str, docker_client: Any,
            tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, tuple[ImageRef, dict[str, Any]]]]:
     """Images of Shout and Boom, built, pushed, and removed from the engine: a deploy must pull them."""
     builder = DockerBuilder(engine, prefix, base_images={base_image.rsplit(":", 1)[1]: base_image})
-    publish = EnginePublisher(engine, prefix)
+    publish = EnginePublisher(builder.engine, prefix)
     directory = tmp_path_factory.mktemp("bundles")
     refs = {}
     try:
@@ -48,7 +48,6 @@ def pushed(engine: Any, base_image: str, prefix: str, docker_client: Any,
             docker_client.images.remove(image.id, force=True)
     finally:
         builder.close()
-        publish.close()
     yield refs
 
 

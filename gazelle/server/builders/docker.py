@@ -150,7 +150,7 @@ class DockerBuilder:
         tag = f"{self.registry_prefix}/{name}:bundle-{plan.labels['gazelle.bundle-digest'][7:23]}"
         log(f"docker build of {tag} on {plan.dockerfile.splitlines()[0].split()[1]}"
             + (f" with apt packages {' '.join(self.apt)}" if self.apt else ""))
-        client = self._engine()
+        client = self.engine()
         try:
             stream = client.api.build(fileobj=plan.context(), custom_context=True, tag=tag, rm=True,
                                       forcerm=True, pull=self.pull, network_mode=self.network_mode,
@@ -199,7 +199,8 @@ class DockerBuilder:
         if client is not None:
             client.close()
 
-    def _engine(self) -> Any:
+    def engine(self) -> Any:
+        """The engine client (made on first use); the publish step pushes through the same engine."""
         if self._client is None:
             self._client = self.client_factory()
         return self._client

@@ -84,30 +84,23 @@ def push_engine_image(client: Any, image: EngineImage, repository: str, tags: Se
 class EnginePublisher:
     """``Publish`` for images a Docker engine holds: ``publisher(image, name, version, log) -> ImageRef``.
 
-    ``client_factory`` is called on the first push (constructors do no I/O); ``close()`` closes it.
+    ``engine()`` returns the client of the engine that holds the images (``DockerBuilder.engine``:
+    the builder owns and closes it); it is called on each push, never here.
     """
 
-    def __init__(self, client_factory: Callable[[], Any], registry_prefix: str, *,
+    def __init__(self, engine: Callable[[], Any], registry_prefix: str, *,
                  credentials: Credentials | None = None, clock: Callable[[], float] = time.time) -> None:
-        self.client_factory = client_factory
+        self.engine = engine
         self.registry_prefix = registry_prefix.rstrip("/")
         self.credentials = credentials
         self.clock = clock
-        self._client: Any = None
 
     def __call__(self, artifact: Any, name: str, version: int, log: Log) -> ImageRef:
         if not isinstance(artifact, EngineImage):
             raise RegistryError(f"the Docker engine pushes only images it built, not {type(artifact).__name__}",
                                 url=registry_of(self.registry_prefix))
-        if self._client is None:
-            self._client = self.client_factory()
-        return push_engine_image(self._client, artifact, f"{self.registry_prefix}/{name}",
+        return push_engine_image(self.engine(), artifact, f"{self.registry_prefix}/{name}",
                                  [f"v{version}-{int(self.clock())}"], log, credentials=self.credentials)
-
-    def close(self) -> None:
-        client, self._client = self._client, None
-        if client is not None:
-            client.close()
 
 
 def pull_image(client: Any, ref: ImageRef, log: Log, *, credentials: Credentials | None = None) -> None:
