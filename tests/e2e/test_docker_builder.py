@@ -173,3 +173,35 @@ def test_a_wrong_registry_password_fails_naming_the_registry_without_the_passwor
     assert "unauthorized" in message.lower() or "authentication" in message.lower()
     assert wrong not in message and wrong not in " ".join(log)
     assert wrong not in (failed.value.detail or "")
+
+
+def test_system_packages_from_the_setting_are_in_the_final_image(
+        testenv: dict[str, str], base_image: str, prefix: str, docker_client: Any, tmp_path: Path) -> None:
+    with_jq = DockerBuilder(client_factory(testenv["GAZELLE_TEST_DOCKER_HOST"]), prefix,
+                            base_images={base_image.rsplit(":", 1)[1]: base_image}, apt=["jq"])
+    try:
+        path, manifest = store(tmp_path, Shout(), name="withjq")
+        image = with_jq.build(path, manifest, Lines())
+        try:
+            out = docker_client.containers.run(image.id, entrypoint=["jq", "-n", "1+1"], remove=True,
+                                               network_mode="host").decode().strip()
+            assert out == "2"
+        finally:
+            docker_client.images.remove(image.id, force=True)
+    finally:
+        with_jq.close()
+
+
+def test_an_unknown_system_package_fails_the_build_naming_it(
+        testenv: dict[str, str], base_image: str, prefix: str, tmp_path: Path) -> None:
+    missing = "gazelle-no-such-deb"
+    builder = DockerBuilder(client_factory(testenv["GAZELLE_TEST_DOCKER_HOST"]), prefix,
+                            base_images={base_image.rsplit(":", 1)[1]: base_image}, apt=[missing])
+    try:
+        path, manifest = store(tmp_path, Shout(), name="nodeb")
+        with pytest.raises(BuildError) as failed:
+            builder.build(path, manifest, Lines())
+        assert f"apt-get: Unable to locate package {missing}" in str(failed.value)
+        assert "at step 2/" in str(failed.value)
+    finally:
+        builder.close()
