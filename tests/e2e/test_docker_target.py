@@ -5,7 +5,7 @@ container; a new target instance adopts the running container; stop and delete r
 server secret reaches a container's environment."""
 from __future__ import annotations
 
-from pathlib import Path
+import time
 from typing import Any, Iterator
 
 import httpx
@@ -16,6 +16,7 @@ from gazelle.server.artifacts import ImageRef
 from gazelle.server.builders.docker import DockerBuilder
 from gazelle.server.registry.engine import EnginePublisher
 from gazelle.server.targets import Release
+from gazelle.server.targets._runtime import ready
 from gazelle.server.targets.docker import DockerTarget
 from tests.e2e._docker import Boom, Lines, Shout, client_factory, store, unique
 
@@ -181,3 +182,37 @@ def test_no_server_secret_reaches_the_containers_environment(
     assert env["SHOUT_MODE"] == "loud"
     assert secret not in " ".join(container.attrs["Config"]["Env"])
     assert "GAZELLE_RUNTIME_THREADS" not in env
+
+
+def test_the_engine_restarts_a_runtime_that_exits_after_it_was_ready(
+        target: DockerTarget, pushed: dict, docker_client: Any) -> None:
+    ref, manifest = pushed["shout"]
+    running = target.deploy(release("shout", 8, ref, manifest), Lines())
+    (container,) = containers_of(docker_client, target)
+    # The runtime's own exit, not the engine's stop (which the restart policy would respect).
+    killed = container.exec_run(["python3", "-c", "import os, signal; os.kill(1, signal.SIGTERM)"])
+    assert killed.exit_code == 0, killed.output
+    deadline = time.monotonic() + 90
+    while True:
+        container.reload()
+        if container.attrs["RestartCount"] >= 1 and container.status == "running" and ready(running.url):
+            break
+        assert time.monotonic() < deadline, container.logs().decode()[-2000:]
+        time.sleep(0.2)
+    assert httpx.post(f"{running.url}/predict", json={"instances": ["x"]}, timeout=10).json()["predictions"] == ["X"]
+
+
+def test_restore_starts_again_a_version_whose_container_is_gone(
+        target: DockerTarget, engine: Any, pushed: dict, docker_client: Any) -> None:
+    ref, manifest = pushed["shout"]
+    target.deploy(release("shout", 9, ref, manifest), Lines())
+    (gone,) = containers_of(docker_client, target)
+    gone.remove(force=True)
+    restarted = DockerTarget(engine, instance=target.instance)
+    try:
+        (running,) = restarted.restore([release("shout", 9, ref, manifest)], Lines())
+        (fresh,) = containers_of(docker_client, restarted)
+        assert fresh.id != gone.id
+        assert httpx.post(f"{running.url}/predict", json={"instances": ["y"]}, timeout=10).json()["predictions"] == ["Y"]
+    finally:
+        restarted.close()
