@@ -14,6 +14,8 @@
     ├── Conflict                      409
     ├── PayloadTooLarge               413
     ├── UnsupportedMediaType          415
+    ├── Unavailable                   503  answered with Retry-After where waiting helps
+    │   └── Restoring                 503  a model whose runtime is being brought back after a restart
     ├── ConfigError (ValueError)      a setting that cannot work (bad URL, unknown target ...)
     ├── BuildError                    a builder could not make the artifact (pip, base image, engine)
     ├── RegistryError                 a container registry refused or failed (status, code, retryable)
@@ -44,6 +46,10 @@ class GazelleError(Exception):
 
     def __str__(self) -> str:
         return f"{self.message} ({self.hint})" if self.hint else self.message
+
+    def headers(self) -> dict[str, str]:
+        """Extra headers of the error answer (``Retry-After`` ...)."""
+        return {}
 
     def to_json(self) -> dict[str, Any]:
         """The body of an error answer: ``{"error": {"type", "message"}}``; never the detail."""
@@ -131,6 +137,28 @@ class PayloadTooLarge(GazelleError):
 class UnsupportedMediaType(GazelleError):
     code = 415
     type = "unsupported_media_type"
+
+
+class Unavailable(GazelleError):
+    """Cannot answer now; ``retry_after`` (seconds) when trying again soon can help."""
+
+    code = 503
+    type = "unavailable"
+
+    def __init__(self, message: str, *, retry_after: int | None = None, **kw: Any) -> None:
+        super().__init__(message, **kw)
+        self.retry_after = retry_after
+
+    def headers(self) -> dict[str, str]:
+        return {"Retry-After": str(self.retry_after)} if self.retry_after is not None else {}
+
+
+class Restoring(Unavailable):
+    type = "restoring"
+
+    def __init__(self, name: str, version: int) -> None:
+        super().__init__(f"model {name} version {version} is being restored after a server restart; "
+                         "try again in a moment", retry_after=2)
 
 
 class ConfigError(GazelleError, ValueError):

@@ -3,7 +3,7 @@
 # apt-get call, skipping what is already installed. Root only; Debian/Ubuntu only.
 . "$(dirname "$0")/lib.sh"
 
-PACKAGES=(docker.io docker-registry debootstrap apache2-utils etcd-server golang-go rsync jq dpkg-dev
+PACKAGES=(bubblewrap docker.io docker-registry debootstrap apache2-utils etcd-server golang-go rsync jq dpkg-dev
           patch socat busybox-static postgresql curl bc openssl python3 chromium wrk)
 
 installed() { dpkg-query -W -f='${Status}' "$1" 2>/dev/null | grep -q '^install ok installed$'; }

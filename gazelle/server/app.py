@@ -63,7 +63,6 @@ class ServerState:
         self.runner.stop(timeout)
         # Only the runner owns the target's processes; other workers just let go of their clients.
         self.wiring.close(requested=stop_models and self.runner.is_runner, grace=self.settings.stop_grace)
-        self.pipeline.http.close()
         self.store.close()
 
 
@@ -110,7 +109,7 @@ def create_app(settings: Settings | None = None, *, boot_time: float | None = No
 def _error_answer(err: Exception) -> Any:
     headers: dict[str, str] = {}
     if isinstance(err, GazelleError):
-        code, body = err.code, err.to_json()
+        code, body, headers = err.code, err.to_json(), err.headers()
         if code >= 500:
             log.error("%s %s failed: %s", request.method, request.path, err.message)
     elif isinstance(err, HTTPException):

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 import signal
 import sys
 import time
@@ -41,7 +42,8 @@ def configure_logging(level: int = logging.INFO) -> None:
 
 def prepare(settings: Settings) -> None:
     """Check the configuration, create the tables and the admin token (once, before any worker)."""
-    wiring.build(settings)
+    for warning in wiring.build(settings).warnings():
+        log.warning("%s", warning)
     settings.data_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
     store = Store(settings.db_url)
     try:
@@ -118,9 +120,19 @@ def _post_worker_init(worker: Any) -> None:
 
 
 def _worker_exit(server: Any, worker: Any) -> None:
+    """A requested stop stops the models too; a worker whose master died leaves them running.
+
+    gunicorn's worker notices a dead master ("Parent changed, shutting down") and exits through this
+    same hook. The server was killed, not stopped: the runtimes keep serving and the next start adopts
+    them, exactly as when the whole process group is killed.
+    """
     state = _state_of(worker)
     if state is not None:
-        state.shutdown(stop_models=True)
+        orphaned = os.getppid() != worker.ppid
+        if orphaned:
+            log.warning("the server's master process is gone: leaving the model versions running for "
+                        "the next start to adopt")
+        state.shutdown(stop_models=not orphaned)
 
 
 def serve(args: argparse.Namespace) -> int:

@@ -10,7 +10,8 @@
 Forwarding: method, path, query string and body (streamed, both ways) go to the runtime; hop-by-hop
 headers and ``Authorization`` (the runtime needs no token) do not. ``X-Forwarded-For/-Proto/-Host/
 -Prefix`` are added, ``X-Request-ID`` is passed through (made when absent) and echoed back. One pooled
-HTTP client per process keeps connections to the runtimes alive.
+HTTP client per runtime and process (``upstream``) keeps connections to the runtimes alive. A runtime
+on a unix socket is reached only after checking that its path is a socket, not a link.
 
 Browsers: a private model's page opened in a browser (a GET that accepts HTML, with no token) gets a
 small sign-in form instead of a JSON 401. The form posts the token to ``/m/{name}/_gazelle/signin``,
@@ -26,9 +27,7 @@ whatever is live now. Predictions are idempotent, so this is safe; a body larger
 """
 from __future__ import annotations
 
-import os
 import re
-import threading
 import uuid
 from dataclasses import dataclass
 from typing import Any, Callable, Iterator
@@ -39,11 +38,12 @@ from flask import Blueprint, Response, jsonify, redirect, request
 from markupsafe import escape
 from werkzeug.wrappers import Response as BaseResponse
 
-from gazelle.errors import GazelleError, NotFound, Unauthorized
+from gazelle.errors import GazelleError, NotFound, TargetError, Unauthorized
+from gazelle.server import upstream
 
 REPLAY_LIMIT = 16 * 1024 * 1024
 CHUNK = 64 * 1024
-READ_TIMEOUT = 300.0
+READ_TIMEOUT = upstream.READ_TIMEOUT
 METHODS = ["GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"]
 
 # RFC 9110 7.6.1 connection-specific fields, never forwarded either way.
@@ -93,7 +93,7 @@ def gateway_blueprint(resolve: Resolve, authorize: Authorize) -> Blueprint:
 
     @bp.errorhandler(GazelleError)
     def _error(err: GazelleError) -> Any:
-        return jsonify(err.to_json()), err.code
+        return jsonify(err.to_json()), err.code, err.headers()
 
     @bp.route("/m/<name>/_gazelle/signin", methods=["POST"])
     def signin(name: str) -> BaseResponse:
@@ -157,18 +157,18 @@ def _forward(resolve: Resolve, authorize: Authorize, name: str, version: int | N
     body = _Body(request.stream) if _has_body() else None
     target = quote(rest, safe="/:@!$&'()*+,;=-._~")
     query = request.query_string
+    path = f"/{target}" + (f"?{query.decode('latin-1')}" if query else "")
     for attempt in (1, 2):
-        url = f"{route.url.rstrip('/')}/{target}" + (f"?{query.decode('latin-1')}" if query else "")
         try:
-            upstream = _send(request.method, url, headers, body)
+            answer = _send(request.method, route.url, path, headers, body)
             break
-        except (httpx.ConnectError, httpx.RemoteProtocolError, httpx.ReadError, httpx.WriteError):
+        except (httpx.ConnectError, httpx.RemoteProtocolError, httpx.ReadError, httpx.WriteError, TargetError):
             if attempt == 2 or (body is not None and not body.rewind()):
                 raise UpstreamUnavailable(route) from None
             route = _lookup(resolve, name, version)   # the live version may have just changed
         except httpx.TimeoutException:
             raise UpstreamTimeout(route) from None
-    return _response(upstream, request_id, request.script_root + prefix)
+    return _response(answer, request_id, request.script_root + prefix)
 
 
 def presented_authorization() -> str | None:
@@ -281,28 +281,13 @@ class _Body:
         return True
 
 
-_client: httpx.Client | None = None
-_client_pid = 0
-_client_lock = threading.Lock()
-
-
-def _http() -> httpx.Client:
-    """One pooled client per process (gunicorn forks: a pool must never cross a fork)."""
-    global _client, _client_pid
-    with _client_lock:
-        if _client is None or _client_pid != os.getpid():
-            _client = httpx.Client(
-                timeout=httpx.Timeout(READ_TIMEOUT, connect=5.0),
-                limits=httpx.Limits(max_connections=256, max_keepalive_connections=64, keepalive_expiry=30.0),
-                follow_redirects=False,
-                trust_env=False,   # runtimes are local or in-cluster: never through a proxy
-            )
-            _client_pid = os.getpid()
-        return _client
-
-
-def _send(method: str, url: str, headers: list[tuple[bytes, bytes]], body: _Body | None) -> httpx.Response:
-    client = _http()
-    upstream_request = client.build_request(method, url, headers=headers,
+def _send(method: str, url: str, path: str, headers: list[tuple[bytes, bytes]],
+          body: _Body | None) -> httpx.Response:
+    socket = upstream.socket_path(url)
+    if socket is not None:
+        # Only a socket, never a link a runtime could have put there to point us somewhere else.
+        upstream.verified_socket(socket)
+    client = upstream.client(url)
+    upstream_request = client.build_request(method, upstream.http_url(url, path), headers=headers,
                                             content=iter(body) if body is not None else None)
     return client.send(upstream_request, stream=True)

@@ -58,7 +58,7 @@ SCHEMAS: dict[str, Any] = {
         "url": {"type": "string"}, "created": _TIME, "started": _NTIME, "finished": _NTIME}},
     "Version": {"type": "object", "required": ["version", "digest", "status"], "properties": {
         "version": {"type": "integer"}, "digest": {"type": "string"},
-        "status": {"type": "string", "enum": ["live", "ready", "failed", "retired", "deploying"]},
+        "status": {"type": "string", "enum": ["live", "ready", "failed", "retired", "deploying", "restoring", "down"]},
         "public": {"type": "boolean"}, "replicas": {"type": "integer"},
         "python": {"type": "string", "nullable": True}, "created": _TIME, "updated": _TIME}},
     "Model": {"type": "object", "required": ["name", "public", "live_version", "url", "versions"], "properties": {

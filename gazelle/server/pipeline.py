@@ -26,13 +26,14 @@ import httpx
 
 from gazelle.errors import BundleError, GazelleError
 from gazelle.names import validate_name
+from gazelle.server import upstream
 from gazelle.server.artifacts import Artifact, ImageRef, LocalEnv
 from gazelle.server.builders import Builder
 from gazelle.server.events import EventHub
 from gazelle.server.jobs import JobRecorder, RESTART_MESSAGE
 from gazelle.server.routes import RouteTable
 from gazelle.server.store import ACTIVE, JobRow, Store, VersionRow
-from gazelle.server.targets import Log, Release, Target
+from gazelle.server.targets import Log, Release, Running, Target
 
 log = logging.getLogger("gazelle.server")
 
@@ -94,8 +95,6 @@ class Pipeline:
         self.sanity_timeout = sanity_timeout
         self.stage_delay = dict(stage_delay or {})
         self.secrets = tuple(secrets)
-        # Runtimes answer on this host or inside the cluster: never through a proxy from the environment.
-        self.http = httpx.Client(trust_env=False, timeout=sanity_timeout)
 
     def recorder(self, job: JobRow) -> JobRecorder:
         return JobRecorder(self.store, self.hub, job, self.base_url, self.secrets)
@@ -227,9 +226,10 @@ class Pipeline:
             return None
         from gazelle.schema import compare
 
-        rec.log(f"POST {url}/predict with the {len(sample)} sample row(s)")
+        rec.log(f"POST /predict to version {number} with the {len(sample)} sample row(s)")
         try:
-            answer = self.http.post(f"{url}/predict", json={"instances": sample})
+            answer = upstream.client(url).post(upstream.http_url(url, "/predict"), json={"instances": sample},
+                                               timeout=self.sanity_timeout)
         except httpx.HTTPError as err:
             raise StageFailed("sanity", f"version {number} did not answer the sample: {err}",
                               self._tail(name, number)) from None
@@ -305,10 +305,23 @@ class Pipeline:
         if releases:
             log.info("restoring %d live version(s): %s", len(releases),
                      ", ".join(f"{r.name} v{r.version}" for r in releases))
+        # Until its own runtime answers, each model's URL says "restoring" (503, Retry-After), never 502.
+        for r in releases:
+            self.store.update_version(r.name, r.version, status="restoring")
+        self.routes.invalidate()
+
+        def ready(running: Running) -> None:
+            self.store.update_version(running.name, running.version, status="live", url=running.url)
+            self.routes.invalidate(running.name)
+
         # Always asked, even with nothing live: restore is also where a target finds the runtimes a
         # previous server left behind, so that the loop below can stop the ones no longer wanted.
-        for running in self.target.restore(releases, lambda line: log.info("restore: %s", line)):
-            self.store.update_version(running.name, running.version, url=running.url)
+        back = {(r.name, r.version) for r in self.target.restore(
+            releases, lambda line: log.info("restore: %s", line), on_ready=ready)}
+        for r in releases:
+            if (r.name, r.version) not in back:
+                log.error("model %s version %d could not be restored", r.name, r.version)
+                self.store.update_version(r.name, r.version, status="down", url=None)
         wanted = {(v.model, v.version) for v in live} | active
         for running in self.target.running():
             if (running.name, running.version) not in wanted:

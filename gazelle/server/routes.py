@@ -11,7 +11,7 @@ from __future__ import annotations
 import threading
 import time
 
-from gazelle.errors import NotFound
+from gazelle.errors import NotFound, Restoring, Unavailable
 from gazelle.server.gateway import Route
 from gazelle.server.store import Store
 
@@ -56,6 +56,11 @@ class RouteTable:
         row = self.store.version(name, number)
         if row is None:
             raise NotFound(f"model {name} has no version {number}")
+        if row.status == "restoring":
+            raise Restoring(name, number)
+        if row.status == "down":
+            raise Unavailable(f"model {name} version {number} could not be started again after a server "
+                              f"restart (see `gazelle logs {name}`); deploy it again or roll back")
         if row.status not in SERVING or not row.url:
             raise NotFound(f"model {name} version {number} is not running (it is {row.status})")
         # A pinned version is public only if the model is: a private model stays private at every URL.

@@ -39,6 +39,10 @@ class Wiring:
     target: Target
     publish: Publish | None = None   # None: the target runs builds in place (the push stage is skipped)
     stop_models: Callable[[float], None] | None = None   # run on a requested shutdown, with the grace
+    start_warnings: Callable[[], list[str]] | None = None  # what an operator must hear at start
+
+    def warnings(self) -> list[str]:
+        return self.start_warnings() if self.start_warnings is not None else []
 
     def close(self, *, requested: bool, grace: float = 10.0) -> None:
         """Release the parts; on a ``requested`` shutdown also stop the models that stop with the server."""
@@ -73,7 +77,8 @@ def build(settings: Settings) -> Wiring:
 
     target = LocalTarget(settings.data_dir)
     return Wiring(builder=VenvBuilder(settings.data_dir), target=target,
-                  stop_models=lambda grace: target.shutdown(grace=grace))
+                  stop_models=lambda grace: target.shutdown(grace=grace),
+                  start_warnings=lambda: [w for w in (target.sandbox.warning(),) if w])
 
 
 def _docker(settings: Settings) -> Wiring:

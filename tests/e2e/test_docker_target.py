@@ -16,7 +16,7 @@ from gazelle.server.artifacts import ImageRef
 from gazelle.server.builders.docker import DockerBuilder
 from gazelle.server.registry.engine import EnginePublisher
 from gazelle.server.targets import Release
-from gazelle.server.targets._runtime import ready
+from gazelle.server import upstream
 from gazelle.server.targets.docker import DockerTarget
 from tests.e2e._docker import Boom, Lines, Shout, client_factory, store, unique
 
@@ -195,7 +195,7 @@ def test_the_engine_restarts_a_runtime_that_exits_after_it_was_ready(
     deadline = time.monotonic() + 90
     while True:
         container.reload()
-        if container.attrs["RestartCount"] >= 1 and container.status == "running" and ready(running.url):
+        if container.attrs["RestartCount"] >= 1 and container.status == "running" and upstream.answers(running.url, "/v2/health/ready"):
             break
         assert time.monotonic() < deadline, container.logs().decode()[-2000:]
         time.sleep(0.2)

@@ -2,9 +2,10 @@
 from __future__ import annotations
 
 import json
-import urllib.request
 from pathlib import Path
 from typing import Any
+
+import httpx
 
 from gazelle.server.artifacts import LocalEnv
 from gazelle.server.targets import Release
@@ -58,19 +59,26 @@ def release(name: str, version: int, env: LocalEnv, manifest: dict[str, Any], pu
 
 def call(url: str, body: Any = None, *, timeout: float = 30.0, headers: dict[str, str] | None = None
          ) -> tuple[int, Any]:
-    """GET (or POST ``body`` as JSON) ``url`` -> (status, parsed JSON or text)."""
+    """GET (or POST ``body`` as JSON) ``url`` -> (status, parsed JSON or text). ``url`` may be a runtime's
+    ``unix:/path/http.sock/...`` address, as the local target returns it."""
+    from gazelle.server import upstream
+
+    if url.startswith(upstream.UNIX):
+        socket, _, path = url.partition(".sock")
+        base = socket + ".sock"
+    else:
+        scheme, _, rest = url.partition("://")
+        host, _, path = rest.partition("/")
+        base, path = f"{scheme}://{host}", "/" + path
     data = None if body is None else json.dumps(body).encode()
-    req = urllib.request.Request(url, data=data, headers={"Content-Type": "application/json", **(headers or {})})
-    opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))   # loopback only, never a proxy
+    with httpx.Client(transport=httpx.HTTPTransport(uds=upstream.socket_path(base)), trust_env=False,
+                      timeout=timeout) as client:
+        answer = client.request("GET" if data is None else "POST", upstream.http_url(base, path), content=data,
+                                headers={"Content-Type": "application/json", **(headers or {})})
     try:
-        with opener.open(req, timeout=timeout) as answer:
-            status, raw = answer.status, answer.read()
-    except urllib.error.HTTPError as err:
-        status, raw = err.code, err.read()
-    try:
-        return status, json.loads(raw)
+        return answer.status_code, answer.json()
     except ValueError:
-        return status, raw.decode(errors="replace")
+        return answer.status_code, answer.text
 
 
 class Lines:

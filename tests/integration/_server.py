@@ -144,7 +144,8 @@ class ServerProcess:
 
 
 def start_server(data_dir: Path, *, port: int | None = None, workers: int = 1,
-                 env: dict[str, str] | None = None, timeout: float = 90.0) -> ServerProcess:
+                 env: dict[str, str] | None = None, timeout: float = 90.0, ready: str = "/readyz") -> ServerProcess:
+    """A started server, once ``ready`` answers 200 (``/healthz``: before it has restored its models)."""
     port = port or free_port()
     data_dir.mkdir(parents=True, exist_ok=True)
     log_path = data_dir.parent / f"server-{port}.log"
@@ -164,7 +165,7 @@ def start_server(data_dir: Path, *, port: int | None = None, workers: int = 1,
             if popen.poll() is not None:
                 raise AssertionError(f"gazelle server exited with {popen.returncode}:\n{server.log_text()[-3000:]}")
             try:
-                if c.get(f"{server.url}/readyz").status_code == 200:
+                if c.get(f"{server.url}{ready}").status_code == 200:
                     break
             except httpx.HTTPError:
                 pass

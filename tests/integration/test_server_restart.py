@@ -7,8 +7,10 @@ import json
 import os
 import signal
 import threading
+import time
 from pathlib import Path
 
+import psutil
 import pytest
 
 from gazelle.server.jobs import RESTART_MESSAGE
@@ -113,4 +115,83 @@ def test_ctrl_c_stops_the_server_and_the_model_processes_it_started(tmp_path: Pa
         wait_for(lambda: runtime_pids(data_dir) == [], "the model processes to stop", timeout=10)
     finally:
         server.kill()
+        kill_runtimes(data_dir)
+
+
+def test_kill_9_of_the_master_leaves_the_models_serving_for_the_next_start(tmp_path: Path) -> None:
+    data_dir = tmp_path / "data"
+    first = start_server(data_dir)
+    second = None
+    try:
+        first.deploy("sturdy", bundle(lengths, "sturdy"))
+        before = sorted(runtime_pids(data_dir))
+        assert before
+        workers = [p.pid for p in psutil.Process(first.popen.pid).children()]
+        os.kill(first.popen.pid, signal.SIGKILL)   # the master only: its worker sees "Parent changed"
+        first.popen.wait(30)
+        wait_for(lambda: not any(psutil.pid_exists(w) and psutil.Process(w).status() != psutil.STATUS_ZOMBIE
+                                 for w in workers), "the orphaned worker to exit", timeout=90)
+        assert sorted(runtime_pids(data_dir)) == before   # not one model process was stopped
+        assert "leaving the model versions running" in first.log_text()
+
+        second = start_server(data_dir)
+        answer = second.predict("/m/sturdy/predict", ["abcd"])
+        assert answer.status_code == 200 and answer.json()["predictions"] == [4]
+        assert sorted(runtime_pids(data_dir)) == before   # adopted, not started again
+    finally:
+        first.kill()
+        if second is not None:
+            second.terminate()
+        kill_runtimes(data_dir)
+
+
+class SlowToLoad:
+    """Takes a while to unpickle, as a large model does."""
+
+    def predict(self, rows: list[str]) -> list[int]:
+        return [len(r) for r in rows]
+
+    def __getstate__(self) -> dict[str, bool]:
+        return {"slow": True}
+
+    def __setstate__(self, state: dict[str, bool]) -> None:
+        import time as _time
+
+        _time.sleep(8)
+
+
+def test_after_a_restart_each_model_serves_once_its_own_runtime_is_back_and_never_502s(tmp_path: Path) -> None:
+    data_dir = tmp_path / "data"
+    first = start_server(data_dir)
+    second = None
+    try:
+        first.deploy("quick", bundle(lengths, "quick"))
+        first.deploy("sluggish", bundle(SlowToLoad(), "sluggish"))
+        first.kill()
+        kill_runtimes(data_dir)   # both must be started again, not adopted
+
+        second = start_server(data_dir, ready="/healthz")
+        seen: dict[str, set[int]] = {"quick": set(), "sluggish": set()}
+        quick_first = None
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline:
+            for name in seen:
+                answer = second.predict(f"/m/{name}/predict", ["abc"])
+                seen[name].add(answer.status_code)
+                if answer.status_code == 503:
+                    assert answer.json()["error"]["type"] == "restoring"
+                    assert answer.headers["Retry-After"] == "2"
+                if name == "quick" and answer.status_code == 200 and quick_first is None:
+                    quick_first = 200 not in seen["sluggish"]
+            if 200 in seen["sluggish"]:
+                break
+            time.sleep(0.05)
+        assert 200 in seen["quick"] and 200 in seen["sluggish"], seen
+        assert quick_first is True   # the quick model served while the slow one was still loading
+        assert 503 in seen["sluggish"]
+        assert all(code in (200, 503) for codes in seen.values() for code in codes), seen   # never a 502
+    finally:
+        first.kill()
+        if second is not None:
+            second.terminate()
         kill_runtimes(data_dir)

@@ -56,8 +56,13 @@ class Target(Protocol):
         """Every version this target runs now."""
         ...
 
-    def restore(self, releases: list[Release], log: Log) -> list[Running]:
-        """Bring back, after a server restart, the versions that should be running."""
+    def restore(self, releases: list[Release], log: Log,
+                on_ready: Callable[[Running], None] | None = None) -> list[Running]:
+        """Bring back, after a server restart, the versions that should be running.
+
+        Versions come back independently (one slow to load keeps no other waiting); ``on_ready`` is
+        called for each as soon as it answers, so its traffic can resume at once.
+        """
         ...
 
     def stop(self, name: str, version: int, *, grace: float = 10.0) -> None:

@@ -27,8 +27,12 @@ class Runtime(Protocol):
     name: str
     version: int
     pid: int
-    port: int
-    url: str
+
+    @property
+    def address(self) -> str: ...   # where it listens (a socket path, host:port)
+
+    @property
+    def url(self) -> str: ...
 
     def alive(self) -> bool: ...
 
@@ -50,7 +54,7 @@ class _Watch(Generic[R]):
 
 
 class Watchdog(Generic[R]):
-    """Polls ``watched()``; ``respawn(old)`` starts a replacement on the same port (``None``: the
+    """Polls ``watched()``; ``respawn(old)`` starts a replacement at the same address (``None``: the
     version is no longer supervised; ``TargetError``: it could not start, try later); ``note(runtime,
     event, message)`` appends to the version's log. The constructor does no I/O and starts no thread."""
 
@@ -141,5 +145,5 @@ class Watchdog(Generic[R]):
             del self._watches[key]
             return
         self._watches[key] = _Watch(fresh, failures=watch.failures + 1, ready=False)
-        self._note(fresh, "runtime_restarted", f"{label} was restarted on port {fresh.port} (pid {fresh.pid}) "
+        self._note(fresh, "runtime_restarted", f"{label} was restarted at {fresh.address} (pid {fresh.pid}) "
                                                f"after: {watch.cause}")

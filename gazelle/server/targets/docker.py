@@ -37,7 +37,9 @@ address). ``stop`` removes the container, so ``logs`` of a stopped version are g
 from __future__ import annotations
 
 import math
+import socket
 import time
+from concurrent.futures import ThreadPoolExecutor
 from decimal import Decimal
 from typing import Any, Callable, Mapping
 
@@ -47,11 +49,14 @@ from gazelle.errors import RegistryError, TargetError
 from gazelle.server.artifacts import ImageRef
 from gazelle.server.engine import engine_message
 from gazelle.server.registry.engine import Credentials, pull_image
+from gazelle.server import upstream
 from gazelle.server.targets import Log, Release, Running
-from gazelle.server.targets._runtime import READY_PATH, exit_cause, free_port, port_in_use, ready, url_host
+from gazelle.server.targets._logs import exit_cause
 from gazelle.server.targets.resources import Resources
 
+READY_PATH = "/v2/health/ready"
 NETWORKS = ("host", "bridge")
+_RESTORE_AT_ONCE = 4
 IMAGE_PORT = 8080
 _TAIL = 40
 _PORT_ATTEMPTS = 3
@@ -113,23 +118,36 @@ class DockerTarget:
                 found.append(Running(container.labels[_LABEL_MODEL], int(container.labels[_LABEL_VERSION]), url))
         return found
 
-    def restore(self, releases: list[Release], log: Log) -> list[Running]:
-        restored: list[Running] = []
-        for release in releases:
-            try:
-                ref = _image_ref(release)
-                current = self._container(release.name, release.version)
-                adopted = self._adoptable(current, ref) if current is not None else None
-                if current is not None and adopted is not None:
-                    log(f"{release.name} v{release.version} still runs at {adopted.url} "
-                        f"(container {current.short_id}): adopted")
-                    restored.append(adopted)
-                    continue
-                restored.append(self.deploy(release, log))
-            except TargetError as err:
-                # One version that cannot start must not keep the others down; the caller sees why.
-                log(f"{release.name} v{release.version} could not be restarted: {err}")
-        return restored
+    def restore(self, releases: list[Release], log: Log,
+                on_ready: Callable[[Running], None] | None = None) -> list[Running]:
+        """Adopt or start every release, ``_RESTORE_AT_ONCE`` at a time (one slow pull keeps no other
+        waiting); ``on_ready`` hears of each as soon as it answers. Containers of versions no longer
+        wanted are left to the caller, which knows the jobs still running (``running()`` lists them)."""
+        def one(release: Release) -> Running | None:
+            running = self.restore_one(release, log)
+            if running is not None and on_ready is not None:
+                on_ready(running)
+            return running
+
+        with ThreadPoolExecutor(max_workers=_RESTORE_AT_ONCE, thread_name_prefix="gazelle-restore") as pool:
+            results = list(pool.map(one, releases))
+        return [r for r in results if r is not None]
+
+    def restore_one(self, release: Release, log: Log) -> Running | None:
+        """Adopt ``release``'s container if it runs the release's image and answers, else start it again."""
+        try:
+            ref = _image_ref(release)
+            current = self._container(release.name, release.version)
+            adopted = self._adoptable(current, ref) if current is not None else None
+            if current is not None and adopted is not None:
+                log(f"{release.name} v{release.version} still runs at {adopted.url} "
+                    f"(container {current.short_id}): adopted")
+                return adopted
+            return self.deploy(release, log)
+        except TargetError as err:
+            # One version that cannot start must not keep the others down; the caller sees why.
+            log(f"{release.name} v{release.version} could not be restarted: {err}")
+            return None
 
     def stop(self, name: str, version: int, *, grace: float = 10.0) -> None:
         """SIGTERM (gunicorn lets in-flight requests finish), SIGKILL after ``grace``, then remove."""
@@ -165,7 +183,7 @@ class DockerTarget:
     def _start(self, release: Release, ref: ImageRef, resources: Resources, log: Log) -> Running:
         if self.network == "bridge":
             self._check_bridge()
-        port = free_port(self.host) if self.network == "host" else IMAGE_PORT
+        port = _free_port(self.host) if self.network == "host" else IMAGE_PORT
         options = self.container_options(release, ref, resources, port)
         try:
             container = self._engine().containers.create(str(ref), **options)
@@ -243,11 +261,11 @@ class DockerTarget:
             container.reload()
             if container.status in _EXITED:
                 lines = _lines(container.logs(stdout=True, stderr=True, tail=_TAIL))
-                if self.network == "host" and port_in_use(lines):
+                if self.network == "host" and _port_in_use(lines):
                     raise _PortTaken(port)
                 raise TargetError(f"{release.name} v{release.version}: {_exit_reason(container, lines)}",
                                   detail="\n".join(lines))
-            if ready(url, timeout=1.0):
+            if upstream.answers(url, READY_PATH, timeout=1.0):
                 return
             if time.monotonic() > deadline:
                 lines = _lines(container.logs(stdout=True, stderr=True, tail=_TAIL))
@@ -286,7 +304,7 @@ class DockerTarget:
         if container.status != "running" or container.labels.get(_LABEL_IMAGE) != str(ref):
             return None
         url = self._url(container)
-        if url is None or not ready(url):
+        if url is None or not upstream.answers(url, READY_PATH):
             return None
         return Running(container.labels[_LABEL_MODEL], int(container.labels[_LABEL_VERSION]), url)
 
@@ -299,7 +317,7 @@ class DockerTarget:
             if not published:
                 return None
             port = published[0].get("HostPort")
-        return f"http://{url_host(self.host)}:{port}" if port else None
+        return f"http://{_url_host(self.host)}:{port}" if port else None
 
     def _remove(self, container: Any, grace: float) -> None:
         try:
@@ -355,3 +373,20 @@ def _lines(raw: bytes | str) -> list[str]:
 
 def _loopback(host: str) -> bool:
     return host in ("127.0.0.1", "localhost", "::1") or host.startswith("127.")
+
+
+def _port_in_use(lines: list[str]) -> bool:
+    return any("Address already in use" in line or "Connection in use" in line for line in lines)
+
+
+def _free_port(host: str) -> int:
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    with socket.socket(family, socket.SOCK_STREAM) as sock:
+        sock.bind((host, 0))
+        return int(sock.getsockname()[1])
+
+
+def _url_host(host: str) -> str:
+    if host in ("", "0.0.0.0"):
+        return "127.0.0.1"
+    return f"[{host}]" if ":" in host else host

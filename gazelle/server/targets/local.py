@@ -1,61 +1,73 @@
 """``LocalTarget``: every model version as a runtime process on this host.
 
-Each version runs ``<python> -m gazelle.cli runtime <bundle>`` (gunicorn, ``workers`` processes) on a
-free loopback port, with the interpreter ``VenvBuilder`` chose (``release.artifact``, a ``LocalEnv``). Its output goes to ``{data_dir}/logs/<name>-v<version>.log``; its
-pid and port to ``{data_dir}/run/<name>-v<version>.json``.
+Each version runs ``<python> -m gazelle.cli runtime <bundle> --socket <path>`` (gunicorn, ``workers``
+processes) with the interpreter ``VenvBuilder`` chose (``release.artifact``, a ``LocalEnv``). Its output
+goes to ``{data_dir}/logs/<name>-v<version>.log``; its pid and socket to
+``{data_dir}/run/<name>-v<version>.json``.
+
+Confinement (``_sandbox``): a model is arbitrary code, so each runtime runs under bubblewrap where it
+sees its own bundle and environment and nothing of the data directory (no token file, no database,
+no other model's bundle), as the unprivileged ``nobody`` when the server runs as root. It listens on
+a unix socket in ``{tmp}/gazelle-<uid>/<key>/``, a directory only the server's user (and that one
+runtime) can open: no other process on the machine reaches a private model without a token, and none
+can take over a crashed runtime's address.
 
 Lifetime, by choice:
 
 - Runtime processes run in their own session (own process group), so a signal meant for the server
   (Ctrl-C in its terminal, a SIGKILL) does not reach them. If the server dies, they keep serving;
   the next server's ``restore`` adopts those still alive and answering, and starts the others again.
-- A server that exits normally calls ``shutdown()``, which stops every version it runs: nothing
-  is left behind by ``gazelle server`` ended with Ctrl-C.
+- A requested shutdown of the server stops every version (``shutdown``, called by wiring); ``close``
+  only ends supervision.
 - Processes started here are reaped by a waiting thread each, so none becomes a zombie. Adopted
   processes are not our children; the system reaps them.
 
-Supervision (``_supervise.Watchdog``, one thread started by the first ``deploy`` or ``restore`` and
-stopped by ``shutdown``): a version whose runtime exited without being asked to (a crash, the OOM
-killer, a stray ``kill``) is started again with the same command and environment on the SAME port,
-since the store and the gateway's routes hold its URL, after killing its leftover workers. Restarts
-back off (1 s, 2 s ... 30 s) while the restarted runtime never answers; a port someone else took is
-retried with the same backoff. Exits and restarts are JSON lines in the version's log, exit status or
-signal included. ``stop``, ``delete``, ``shutdown`` and ``deploy`` take a version out of supervision
-under the lock the watchdog restarts under, and ``deploy`` hands it over only once it answers.
+Supervision (``_supervise.Watchdog``, one thread started by the first ``deploy`` or ``restore``): a
+version whose runtime exited without being asked to (a crash, the OOM killer, a stray ``kill``) is
+started again with the same command on the SAME socket, since the store and the gateway's routes hold
+its URL, after killing its leftover workers. Restarts back off (1 s, 2 s ... 30 s) while the restarted
+runtime never answers. ``stop``, ``delete``, ``shutdown`` and ``deploy`` take a version out of
+supervision under the lock the watchdog restarts under.
 
 Limits: ``release.replicas`` is not used (one process group per version; ``workers`` sets its
 gunicorn workers). An adopted runtime's exit status is unknown (it is not our child). A runtime that
-hangs without exiting is not restarted. State lives in one server process: run one build server per
-data directory; only the process that deploys and restores (the job runner) supervises.
+hangs without exiting is not restarted. Run one build server per data directory; only the process
+that deploys and restores (the job runner) supervises.
 """
 from __future__ import annotations
 
-import json
+import hashlib
 import os
+import shutil
 import signal
-import socket
+import stat
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 from gazelle.errors import TargetError
+from gazelle.server import upstream
 from gazelle.server.artifacts import LocalEnv
 from gazelle.server.targets import Log, Release, Running
-from gazelle.server.targets._runtime import (READY_PATH, exit_cause, free_port, last_error, port_in_use, ready,
-                                             url_host)
+from gazelle.server.targets import _logs, _process
+from gazelle.server.targets._sandbox import Sandbox, probe, python_paths
 from gazelle.server.targets._supervise import Watchdog
 
+READY_PATH = "/v2/health/ready"
 _TAIL = 40
-_PORT_ATTEMPTS = 3
-_PORT_RELEASE = 3.0   # seconds a dead runtime's killed workers get to let go of its port
+_SOCKET = "http.sock"
+_RESTORE_AT_ONCE = 4   # runtimes started together after a restart (each loads its model: CPU and memory)
 # The runtime runs the model's code: it gets a small environment, never the server's secrets.
-_PASS_ENV = ("PATH", "HOME", "USER", "LOGNAME", "LANG", "LANGUAGE", "TZ", "TMPDIR", "SSL_CERT_FILE",
-             "SSL_CERT_DIR", "GAZELLE_MAX_BODY_BYTES")
+_PASS_ENV = ("PATH", "LANG", "LANGUAGE", "TZ", "SSL_CERT_FILE", "SSL_CERT_DIR", "GAZELLE_MAX_BODY_BYTES")
 _PASS_PREFIXES = ("LC_", "GAZELLE_RUNTIME_", "OMP_", "MKL_", "OPENBLAS_")
+# ``sh`` ignores SIGTERM for bubblewrap, which would otherwise die at once and kill the runtime without
+# its graceful stop; the runtime (gunicorn) sets its own handler, so SIGTERM still reaches it.
+_KEEP_WRAPPER = ["/bin/sh", "-c", 'trap "" TERM; exec "$@"', "gazelle-runtime"]
 
 
 @dataclass(frozen=True)
@@ -71,8 +83,7 @@ class _Process:
     name: str
     version: int
     pid: int
-    port: int
-    url: str
+    socket: str
     python: str
     bundle: str
     popen: subprocess.Popen[bytes] | None    # None when adopted from an earlier server
@@ -81,45 +92,58 @@ class _Process:
     launch: _Launch | None = None
     supervised: bool = False                  # the watchdog may start it again; only under the lock
 
+    @property
+    def url(self) -> str:
+        return upstream.unix_url(self.socket)
+
+    @property
+    def address(self) -> str:
+        return self.socket
+
     def alive(self) -> bool:
         if self.popen is not None:
             return self.popen.poll() is None
-        return _pid_alive(self.pid)
+        return _process.pid_alive(self.pid)
 
     def ready(self) -> bool:
-        return ready(self.url, timeout=1.0)
+        return upstream.answers(self.url, READY_PATH, timeout=1.0)
 
     def exit_cause(self) -> str:
-        lines = _read_from(self.log, self.offset)
-        if port_in_use(lines):
-            return f"port {self.port} is taken by another process"
+        lines = _logs.read_from(self.log, self.offset)
         status = self.popen.poll() if self.popen is not None else None
         if status is None:
-            error = last_error(lines).get("error")
+            error = _logs.last_error(lines).get("error")
             return "the runtime exited (adopted from an earlier server: status unknown)" + (
                 f": {error}" if error else "")
-        return exit_cause(status, lines)
+        return _logs.exit_cause(status, lines)
 
     def running(self) -> Running:
         return Running(self.name, self.version, self.url)
 
     def record(self) -> dict[str, Any]:
-        return {"name": self.name, "version": self.version, "pid": self.pid, "port": self.port,
-                "url": self.url, "python": self.python, "bundle": self.bundle}
+        return {"name": self.name, "version": self.version, "pid": self.pid, "socket": self.socket,
+                "python": self.python, "bundle": self.bundle}
 
 
 class LocalTarget:
     """Runs releases as local processes (see the module docstring). The constructor does no I/O."""
 
-    def __init__(self, data_dir: Path, host: str = "127.0.0.1", *, workers: int = 2,
-                 ready_timeout: float = 120.0) -> None:
+    def __init__(self, data_dir: Path, *, workers: int = 2, ready_timeout: float = 120.0,
+                 sandbox: Sandbox | None = None) -> None:
         self.data_dir = Path(data_dir)
-        self.host = host
         self.workers = workers
         self.ready_timeout = ready_timeout
+        self._sandbox = sandbox
         self._lock = threading.Lock()
         self._procs: dict[tuple[str, int], _Process] = {}
         self._watchdog: Watchdog[_Process] = Watchdog(self._watched, self._respawn, self._note)
+
+    @property
+    def sandbox(self) -> Sandbox:
+        """How runtimes are confined here (probed on first use: it starts a process)."""
+        if self._sandbox is None:
+            self._sandbox = probe()
+        return self._sandbox
 
     # -- Target ------------------------------------------------------------------------------------
 
@@ -130,45 +154,56 @@ class LocalTarget:
         with self._lock:
             current = self._procs.get(key)
         if current is not None:
-            if current.alive() and ready(current.url):
+            if current.alive() and current.ready():
                 log(f"{release.name} v{release.version} already runs at {current.url}")
                 return current.running()
             current = self._claim(key)   # the watchdog may have replaced it meanwhile: stop that one
             if current is not None:
                 self._stop(current, grace=2.0)
-        for attempt in range(_PORT_ATTEMPTS):
-            try:
-                return self._start(release, python, bundle, log)
-            except _PortTaken:
-                log(f"port taken before the runtime could bind it; retrying ({attempt + 1})")
-        raise TargetError(f"{release.name} v{release.version} found no free port after {_PORT_ATTEMPTS} tries")
+        return self._start(release, python, bundle, log)
 
     def running(self) -> list[Running]:
         with self._lock:
             procs = list(self._procs.values())
         return [p.running() for p in procs if p.alive()]
 
-    def restore(self, releases: list[Release], log: Log) -> list[Running]:
-        wanted = {(r.name, r.version) for r in releases}
-        restored: list[Running] = []
+    def restore(self, releases: list[Release], log: Log,
+                on_ready: Callable[[Running], None] | None = None) -> list[Running]:
+        """Adopt or start every release, ``_RESTORE_AT_ONCE`` at a time; see ``restore_one``."""
+        from concurrent.futures import ThreadPoolExecutor
+
+        def one(release: Release) -> Running | None:
+            running = self.restore_one(release, log)
+            if running is not None and on_ready is not None:
+                on_ready(running)
+            return running
+
         self._watchdog.start()
-        for release in releases:
-            try:
-                adopted = self._adopt(release)
-                if adopted is not None:
-                    log(f"{release.name} v{release.version} still runs at {adopted.url} (pid {adopted.pid}): "
-                        "adopted")
-                    restored.append(adopted.running())
-                    continue
-                restored.append(self.deploy(release, log))
-            except TargetError as err:
-                # One version that cannot start must not keep the others down; the caller sees why.
-                log(f"{release.name} v{release.version} could not be restarted: {err}")
+        with ThreadPoolExecutor(max_workers=_RESTORE_AT_ONCE, thread_name_prefix="gazelle-restore") as pool:
+            results = list(pool.map(one, releases))
+        self.stop_unwanted({(r.name, r.version) for r in releases}, log)
+        return [r for r in results if r is not None]
+
+    def restore_one(self, release: Release, log: Log) -> Running | None:
+        """Adopt ``release``'s runtime if it still answers, else start it; None if it cannot start."""
+        self._watchdog.start()
+        try:
+            adopted = self._adopt(release)
+            if adopted is not None:
+                log(f"{release.name} v{release.version} still runs at {adopted.url} (pid {adopted.pid}): adopted")
+                return adopted.running()
+            return self.deploy(release, log)
+        except TargetError as err:
+            # One version that cannot start must not keep the others down; the caller sees why.
+            log(f"{release.name} v{release.version} could not be restarted: {err}")
+            return None
+
+    def stop_unwanted(self, wanted: set[tuple[str, int]], log: Log) -> None:
+        """Stop the runtimes an earlier server left behind that are not in ``wanted``."""
         for record in self._records():
             if (record["name"], record["version"]) not in wanted:
                 log(f"{record['name']} v{record['version']} is no longer wanted: stopping it")
                 self.stop(record["name"], record["version"])
-        return restored
 
     def stop(self, name: str, version: int, *, grace: float = 10.0) -> None:
         proc = self._claim((name, version))
@@ -176,10 +211,11 @@ class LocalTarget:
             proc = self._from_record(name, version)
         if proc is not None:
             self._stop(proc, grace)
+            upstream.forget(proc.url)
         self._run_file(name, version).unlink(missing_ok=True)
 
     def logs(self, name: str, version: int, *, tail: int = 200) -> list[str]:
-        return _tail(self._log_file(name, version), tail)
+        return _logs.tail(self._log_file(name, version), tail)
 
     def delete(self, name: str) -> None:
         with self._lock:
@@ -187,6 +223,7 @@ class LocalTarget:
         versions |= {r["version"] for r in self._records() if r["name"] == name}
         for version in sorted(versions):
             self.stop(name, version)
+            shutil.rmtree(self._socket_dir(name, version), ignore_errors=True)
         for path in (self.data_dir / "logs").glob(f"{name}-v*.log"):
             if path.stem.rpartition("-v")[0] == name:
                 path.unlink(missing_ok=True)
@@ -196,14 +233,14 @@ class LocalTarget:
         self._watchdog.stop()
 
     def shutdown(self, grace: float = 10.0) -> None:
-        """Stop the watchdog, then every version this server runs: for the server's clean exit."""
+        """Stop the watchdog, then every version this server runs: for a requested server exit."""
         self._watchdog.stop()
         with self._lock:
             procs = list(self._procs.values())
             for proc in procs:
                 proc.supervised = False
         for proc in procs:
-            _signal(proc.pid, signal.SIGTERM)   # all at once, so the graces overlap
+            _process.send_group(proc.pid, signal.SIGTERM)   # all at once, so the graces overlap
         for proc in procs:
             self.stop(proc.name, proc.version, grace=grace)
 
@@ -212,11 +249,13 @@ class LocalTarget:
     def _start(self, release: Release, python: str, bundle: Path, log: Log) -> Running:
         if not bundle.is_file():
             raise TargetError(f"the bundle of {release.name} v{release.version} is missing: {bundle}")
-        port = free_port(self.host)
-        url = f"http://{url_host(self.host)}:{port}"
-        launch = self._launch(release, python, bundle, port)
-        log(f"starting {release.name} v{release.version} on {url} ({self.workers} workers)")
-        proc = self._spawn(release.name, release.version, port, url, python, str(bundle), launch)
+        if self.sandbox.user is not None:
+            os.chmod(bundle, 0o644)   # the runtime's user reads it; the data directory stays closed to others
+        socket = self._prepare_socket(release.name, release.version)
+        launch = self._launch(release, python, bundle, socket)
+        how = "confined" if self.sandbox.confined else "UNCONFINED"
+        log(f"starting {release.name} v{release.version} ({self.workers} workers, {how})")
+        proc = self._spawn(release.name, release.version, socket, python, str(bundle), launch)
         with self._lock:
             self._procs[(proc.name, proc.version)] = proc
         self._write_record(proc)
@@ -228,15 +267,25 @@ class LocalTarget:
             raise
         with self._lock:
             proc.supervised = self._procs.get((proc.name, proc.version)) is proc
-        log(f"{release.name} v{release.version} is ready at {url}")
+        log(f"{release.name} v{release.version} is ready at {proc.url}")
         return proc.running()
 
-    def _launch(self, release: Release, python: str, bundle: Path, port: int) -> _Launch:
-        cmd = [python, "-m", "gazelle.cli", "runtime", str(bundle), "--host", self.host, "--port", str(port),
+    def _launch(self, release: Release, python: str, bundle: Path, socket: str) -> _Launch:
+        cmd = [python, "-m", "gazelle.cli", "runtime", str(bundle), "--socket", socket,
                "--workers", str(self.workers)]
-        return _Launch(cmd, self._env(release, python))
+        env = self._env(release, python)
+        sandbox = self.sandbox
+        if not sandbox.confined:
+            return _Launch(cmd, env)
+        import gazelle
 
-    def _spawn(self, name: str, version: int, port: int, url: str, python: str, bundle: str,
+        package = Path(gazelle.__file__).resolve().parent
+        wrapped = sandbox.wrap(cmd, hide=[self.data_dir.resolve(), Path.home()],
+                               read_only=[*python_paths(python, env), bundle.resolve(), package, package.parent],
+                               writable=[Path(socket).parent])
+        return _Launch([*_KEEP_WRAPPER, *wrapped], env)
+
+    def _spawn(self, name: str, version: int, socket: str, python: str, bundle: str,
                launch: _Launch) -> _Process:
         log_path = self._log_file(name, version)
         log_path.parent.mkdir(parents=True, exist_ok=True)
@@ -251,7 +300,7 @@ class LocalTarget:
                 raise TargetError(f"could not start the runtime of {name} v{version} "
                                   f"with {python}: {err.strerror or err}") from None
         threading.Thread(target=popen.wait, name=f"reap-{name}-v{version}", daemon=True).start()
-        return _Process(name, version, popen.pid, port, url, python, bundle, popen, log_path, offset, launch)
+        return _Process(name, version, popen.pid, socket, python, bundle, popen, log_path, offset, launch)
 
     def _wait_ready(self, proc: _Process) -> None:
         assert proc.popen is not None
@@ -260,14 +309,12 @@ class LocalTarget:
         while True:
             status = proc.popen.poll()
             if status is not None:
-                lines = _read_from(proc.log, proc.offset)
-                if port_in_use(lines):
-                    raise _PortTaken()
-                raise TargetError(exit_cause(status, lines), detail="\n".join(lines[-_TAIL:]))
-            if ready(proc.url):
+                lines = _logs.read_from(proc.log, proc.offset)
+                raise TargetError(_logs.exit_cause(status, lines), detail="\n".join(lines[-_TAIL:]))
+            if proc.ready():
                 return
             if time.monotonic() > deadline:
-                lines = _read_from(proc.log, proc.offset)
+                lines = _logs.read_from(proc.log, proc.offset)
                 raise TargetError(f"{proc.name} v{proc.version} did not answer {READY_PATH} within "
                                   f"{self.ready_timeout:g} s", detail="\n".join(lines[-_TAIL:]))
             time.sleep(delay)
@@ -278,12 +325,30 @@ class LocalTarget:
         env.update(release.env)
         env["GAZELLE_MODEL_VERSION"] = str(release.version)
         env["PYTHONUNBUFFERED"] = "1"
+        # The server's home and temporary directory are hidden from a confined runtime: give it its own.
+        env["HOME"] = env["TMPDIR"] = "/tmp" if self.sandbox.confined else tempfile.gettempdir()
         if python == sys.executable:
             # The server's own interpreter: make sure it finds the same gazelle from any directory.
             import gazelle
 
             env["PYTHONPATH"] = str(Path(gazelle.__file__).resolve().parent.parent)
         return env
+
+    # -- sockets -------------------------------------------------------------------------------------
+
+    def _socket_dir(self, name: str, version: int) -> Path:
+        """Short and fixed per version (a socket path may not exceed 107 bytes), under a private root."""
+        key = hashlib.sha256(f"{self.data_dir.resolve()}\0{name}\0{version}".encode()).hexdigest()[:20]
+        return _private_root() / key
+
+    def _prepare_socket(self, name: str, version: int) -> str:
+        directory = self._socket_dir(name, version)
+        shutil.rmtree(directory, ignore_errors=True)   # whatever an earlier runtime left there
+        directory.mkdir(mode=0o700)
+        user = self.sandbox.user if self.sandbox.confined else None
+        if user is not None:
+            os.chown(directory, *user)   # the runtime binds its socket here, as its own user
+        return str(directory / _SOCKET)
 
     # -- supervising (the watchdog's side; see _supervise.py) -------------------------------------------
 
@@ -292,22 +357,17 @@ class LocalTarget:
             return [p for p in self._procs.values() if p.supervised]
 
     def _respawn(self, old: _Process) -> _Process | None:
-        """Start ``old`` again on its port, or ``None`` if it is no longer ours to restart."""
+        """Start ``old`` again on its socket, or ``None`` if it is no longer ours to restart."""
         key = (old.name, old.version)
         with self._lock:
             if self._procs.get(key) is not old or not old.supervised or old.launch is None:
                 return None
-        _signal_group(old.pid, signal.SIGKILL)   # workers that outlived their master still hold the port
-        deadline = time.monotonic() + _PORT_RELEASE
-        while not _port_free(self.host, old.port):
-            if time.monotonic() > deadline:
-                raise TargetError(f"port {old.port} is taken by another process")
-            time.sleep(0.1)
+        _process.send_group(old.pid, signal.SIGKILL)   # workers that outlived their master
         with self._lock:
             # Spawned under the lock: a stop() that comes after this finds, and stops, the new process.
             if self._procs.get(key) is not old or not old.supervised:
                 return None
-            fresh = self._spawn(old.name, old.version, old.port, old.url, old.python, old.bundle, old.launch)
+            fresh = self._spawn(old.name, old.version, old.socket, old.python, old.bundle, old.launch)
             fresh.supervised = True
             self._procs[key] = fresh
             self._write_record(fresh)
@@ -316,7 +376,7 @@ class LocalTarget:
     def _note(self, proc: _Process, event: str, message: str) -> None:
         with self._lock:
             if self._procs.get((proc.name, proc.version)) is proc and proc.supervised:
-                _append_event(proc.log, event, message)
+                _logs.append_event(proc.log, event, message)
 
     def _claim(self, key: tuple[str, int]) -> _Process | None:
         """The version's process, taken out of supervision: whoever claims it stops or replaces it."""
@@ -329,13 +389,13 @@ class LocalTarget:
     # -- stopping ------------------------------------------------------------------------------------
 
     def _stop(self, proc: _Process, grace: float) -> None:
-        """SIGTERM the gunicorn master (it lets workers finish in-flight requests), SIGKILL after grace."""
+        """SIGTERM the runtime's group (gunicorn lets workers finish in-flight requests), SIGKILL after grace."""
         if proc.alive():
-            _signal(proc.pid, signal.SIGTERM)
+            _process.send_group(proc.pid, signal.SIGTERM)
             if not _wait_exit(proc, grace):
-                _signal_group(proc.pid, signal.SIGKILL)
+                _process.send_group(proc.pid, signal.SIGKILL)
                 _wait_exit(proc, 5.0)
-        _signal_group(proc.pid, signal.SIGKILL)   # a worker that outlived its master
+        _process.send_group(proc.pid, signal.SIGKILL)   # a worker that outlived its master
         with self._lock:
             if self._procs.get((proc.name, proc.version)) is proc:
                 del self._procs[(proc.name, proc.version)]
@@ -346,18 +406,17 @@ class LocalTarget:
         name, version = release.name, release.version
         with self._lock:
             current = self._procs.get((name, version))
-        if current is not None and current.alive() and ready(current.url):
+        if current is not None and current.alive() and current.ready():
             return current
         proc = self._from_record(name, version)
         if proc is None:
             return None
         if proc.alive():   # _from_record has already dropped a pid that is no longer our runtime
-            if ready(proc.url):
-                if not (proc.python and proc.bundle):   # a record from before they were kept
-                    python, bundle = _local_env(release)
-                    proc.python, proc.bundle = python, str(bundle)
-                proc.launch = self._launch(release, proc.python, Path(proc.bundle), proc.port)
-                proc.offset = _size(proc.log)
+            if proc.ready():
+                python, bundle = _local_env(release)
+                proc.python, proc.bundle = python, str(bundle)
+                proc.launch = self._launch(release, python, bundle, proc.socket)
+                proc.offset = _logs.size(proc.log)
                 with self._lock:
                     proc.supervised = True
                     self._procs[(name, version)] = proc
@@ -367,29 +426,25 @@ class LocalTarget:
         return None
 
     def _from_record(self, name: str, version: int) -> _Process | None:
-        record = _read_json(self._run_file(name, version))
-        if record is None:
-            return None
-        proc = _Process(name, version, int(record["pid"]), int(record["port"]), str(record["url"]),
-                        str(record.get("python", "")), str(record.get("bundle", "")), None,
-                        self._log_file(name, version))
-        if not (proc.alive() and _is_runtime(proc.pid, proc.port)):
+        record = _process.read_json(self._run_file(name, version))
+        if record is None or not isinstance(record.get("socket"), str):
+            return None   # none, or written by a server that listened on TCP ports: not ours to adopt
+        proc = _Process(name, version, int(record["pid"]), record["socket"], str(record.get("python", "")),
+                        str(record.get("bundle", "")), None, self._log_file(name, version))
+        if not (proc.alive() and _is_runtime(proc.pid, proc.socket)):
             proc.pid = 0   # its pid may be someone else's now: never signal it
         return proc
 
     def _records(self) -> list[dict[str, Any]]:
         found = []
         for path in sorted(self._run_dir().glob("*.json")):
-            record = _read_json(path)
+            record = _process.read_json(path)
             if record is not None and "name" in record and "version" in record:
                 found.append(record)
         return found
 
     def _write_record(self, proc: _Process) -> None:
-        path = self._run_file(proc.name, proc.version)
-        tmp = path.with_suffix(".json.tmp")
-        tmp.write_text(json.dumps(proc.record(), indent=1))
-        os.replace(tmp, path)
+        _process.write_json(self._run_file(proc.name, proc.version), proc.record())
 
     def _run_dir(self) -> Path:
         return self.data_dir / "run"
@@ -409,52 +464,29 @@ def _local_env(release: Release) -> tuple[str, Path]:
     return artifact.python, artifact.bundle
 
 
-class _PortTaken(Exception):
-    """Another process bound the free port between our check and the runtime's bind."""
+def _private_root() -> Path:
+    """``{tmp}/gazelle-<uid>``: created 0700, and refused if someone else made it or can enter it."""
+    root = Path(tempfile.gettempdir()) / f"gazelle-{os.getuid()}"
+    try:
+        root.mkdir(mode=0o700)
+    except FileExistsError:
+        pass
+    info = os.lstat(root)
+    if not stat.S_ISDIR(info.st_mode) or info.st_uid != os.getuid() or info.st_mode & 0o077:
+        raise TargetError(f"{root} is not a private directory of this user (owner uid {info.st_uid}, "
+                          f"mode {stat.S_IMODE(info.st_mode):o}): refusing to put runtime sockets there",
+                          hint=f"remove {root}, or set TMPDIR to a directory only this user can open")
+    return root
 
 
-def _port_free(host: str, port: int) -> bool:
-    """Whether the runtime could bind ``port`` now (gunicorn sets SO_REUSEADDR too: TIME_WAIT is no owner)."""
-    family = socket.AF_INET6 if ":" in host else socket.AF_INET
-    with socket.socket(family, socket.SOCK_STREAM) as sock:
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        try:
-            sock.bind((host, port))
-        except OSError:
-            return False
-    return True
-
-
-def _pid_alive(pid: int) -> bool:
+def _is_runtime(pid: int, socket: str) -> bool:
+    """Whether ``pid`` is still a gazelle runtime on ``socket`` (pids get reused)."""
     if pid <= 0:
         return False
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    try:   # a zombie answers kill(0) but serves nothing
-        stat = Path(f"/proc/{pid}/stat").read_text()
-        return stat.rpartition(")")[2].split()[0] != "Z"
-    except (OSError, IndexError):
-        return True
-
-
-def _is_runtime(pid: int, port: int) -> bool:
-    """Whether ``pid`` is still a gazelle runtime on ``port`` (pids get reused)."""
-    if pid <= 0:
-        return False
-    try:
-        args = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
-    except FileNotFoundError:
-        return not Path("/proc/self").exists() and _pid_alive(pid)   # no /proc here: trust the pid
-    except OSError:
-        return False
-    decoded = [a.decode(errors="replace") for a in args]
-    if decoded and decoded[0].startswith("gunicorn: master"):
-        return True   # setproctitle rewrote the command line; the ready check below still applies
-    return "gazelle.cli" in decoded and "runtime" in decoded and str(port) in decoded
+    args = _process.command_line(pid)
+    if args is None:
+        return not Path("/proc/self").exists() and _process.pid_alive(pid)   # no /proc here: trust the pid
+    return "gazelle.cli" in args and "runtime" in args and socket in args
 
 
 def _wait_exit(proc: _Process, timeout: float) -> bool:
@@ -464,75 +496,3 @@ def _wait_exit(proc: _Process, timeout: float) -> bool:
             return False
         time.sleep(0.05)
     return True
-
-
-def _signal(pid: int, sig: signal.Signals) -> None:
-    if pid > 0:
-        try:
-            os.kill(pid, sig)
-        except (ProcessLookupError, PermissionError):
-            pass
-
-
-def _signal_group(pid: int, sig: signal.Signals) -> None:
-    if pid > 0:
-        try:
-            os.killpg(pid, sig)
-        except (ProcessLookupError, PermissionError):
-            pass
-
-
-def _read_json(path: Path) -> dict[str, Any] | None:
-    try:
-        value = json.loads(path.read_text())
-    except (OSError, ValueError):
-        return None
-    return value if isinstance(value, dict) else None
-
-
-def _append_event(path: Path, event: str, message: str) -> None:
-    """One line in the runtime's own JSON log format, so ``logs`` shows it in place."""
-    now = time.time()
-    stamp = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(now)) + f".{int(now % 1 * 1000):03d}Z"
-    line = json.dumps({"ts": stamp, "level": "warning", "event": event, "message": message}, separators=(",", ":"))
-    try:
-        with open(path, "a", encoding="utf-8") as handle:
-            handle.write(line + "\n")
-    except OSError:
-        pass   # a full disk must not stop the restart this line reports
-
-
-def _size(path: Path) -> int:
-    try:
-        return path.stat().st_size
-    except OSError:
-        return 0
-
-
-def _read_from(path: Path, offset: int) -> list[str]:
-    try:
-        with open(path, "rb") as handle:
-            handle.seek(offset)
-            data = handle.read()
-    except OSError:
-        return []
-    return data.decode(errors="replace").splitlines()
-
-
-def _tail(path: Path, count: int) -> list[str]:
-    """The last ``count`` lines of ``path`` without reading all of a long log."""
-    if count <= 0:
-        return []
-    try:
-        with open(path, "rb") as handle:
-            end = handle.seek(0, os.SEEK_END)
-            block, data = 64 * 1024, b""
-            pos = end
-            while pos > 0 and data.count(b"\n") <= count:
-                step = min(block, pos)
-                pos -= step
-                handle.seek(pos)
-                data = handle.read(step) + data
-    except OSError:
-        return []
-    return data.decode(errors="replace").splitlines()[-count:]
