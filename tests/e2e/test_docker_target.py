@@ -12,12 +12,13 @@ import httpx
 import pytest
 
 from gazelle.errors import TargetError
-from gazelle.server.artifacts import ImageRef
+from gazelle.server.artifacts import EngineImage, ImageRef
 from gazelle.server.builders.docker import DockerBuilder
-from gazelle.server.registry.engine import EnginePublisher
+from gazelle.server.registry.engine import EnginePublisher, push_engine_image
 from gazelle.server.targets import Release
 from gazelle.server import upstream
 from gazelle.server.targets.docker import DockerTarget
+from tests.conftest import AuthRegistry
 from tests.e2e._docker import Boom, Lines, Shout, client_factory, store, unique
 
 pytestmark = pytest.mark.e2e
@@ -216,3 +217,27 @@ def test_restore_starts_again_a_version_whose_container_is_gone(
         assert httpx.post(f"{running.url}/predict", json={"instances": ["y"]}, timeout=10).json()["predictions"] == ["Y"]
     finally:
         restarted.close()
+
+
+def test_a_pull_the_registry_refuses_names_the_registry_without_the_password(
+        engine: Any, pushed: dict, auth_registry: AuthRegistry, docker_client: Any) -> None:
+    ref, manifest = pushed["shout"]
+    private = f"{auth_registry.host}/{unique('t-docker-target')}/shout"
+    docker_client.images.pull(f"{ref.registry}/{ref.repository}", tag=ref.digest)
+    pushed_ref = push_engine_image(docker_client, EngineImage(id=docker_client.images.get(str(ref)).id, tag=""),
+                                   private, ["v1-1"], Lines(),
+                                   credentials=lambda host: (auth_registry.user, auth_registry.password))
+    docker_client.images.remove(str(pushed_ref), force=True)
+    wrong = unique("not-the-password")
+    refused = DockerTarget(engine, instance=unique("t"), credentials=lambda host: (auth_registry.user, wrong))
+    log = Lines()
+    try:
+        with pytest.raises(TargetError) as failed:
+            refused.deploy(release("shout", 1, pushed_ref, manifest), log)
+        message = str(failed.value)
+        assert "could not pull" in message and auth_registry.host in message
+        assert "unauthorized" in message.lower() or "authentication" in message.lower(), message
+        assert wrong not in message and wrong not in " ".join(log) and wrong not in (failed.value.detail or "")
+        assert containers_of(docker_client, refused) == []
+    finally:
+        refused.close()
