@@ -90,3 +90,12 @@ def test_bad_resources_fail_the_deploy_naming_the_field_before_the_engine_is_ask
     with pytest.raises(BadRequest) as err:
         DockerTarget(never_called).deploy(release(resources={"memory": "lots"}), print)
     assert str(err.value).startswith("resources.memory: ")
+
+
+def test_an_engine_that_cannot_be_reached_is_a_target_error_naming_docker_host(tmp_path: Path):
+    import docker
+
+    target = DockerTarget(lambda: docker.DockerClient(base_url=f"unix://{tmp_path}/no-engine.sock", version="auto"))
+    with pytest.raises(TargetError) as err:
+        target.running()
+    assert "the Docker engine cannot be reached" in str(err.value) and "DOCKER_HOST" in str(err.value)

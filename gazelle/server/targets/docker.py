@@ -43,7 +43,8 @@ from concurrent.futures import ThreadPoolExecutor
 from decimal import Decimal
 from typing import Any, Callable, Mapping
 
-from docker.errors import APIError, NotFound
+from docker.errors import APIError, DockerException, NotFound
+from requests import RequestException
 
 from gazelle.errors import RegistryError, TargetError
 from gazelle.server.artifacts import ImageRef
@@ -97,7 +98,7 @@ class DockerTarget:
             if running is not None:
                 log(f"{release.name} v{release.version} already runs at {running.url}")
                 return running
-            current.remove(force=True)
+            _discard(current)   # exited, or another image: this version starts afresh
         log(f"pulling {ref}")
         try:
             pull_image(self._engine(), ref, log, credentials=self.credentials)
@@ -278,7 +279,11 @@ class DockerTarget:
 
     def _engine(self) -> Any:
         if self._client is None:
-            self._client = self.client_factory()
+            try:
+                self._client = self.client_factory()
+            except (DockerException, RequestException) as err:
+                raise TargetError(f"the Docker engine cannot be reached: {engine_message(err)}",
+                                  hint="check DOCKER_HOST and that the engine runs") from None
         return self._client
 
     def _name(self, name: str, version: int) -> str:
@@ -291,7 +296,10 @@ class DockerTarget:
         filters: dict[str, Any] = {"label": labels}
         if status is not None:
             filters["status"] = status
-        return list(self._engine().containers.list(all=True, filters=filters))
+        try:
+            return list(self._engine().containers.list(all=True, filters=filters))
+        except (DockerException, RequestException) as err:
+            raise TargetError(f"the Docker engine could not list gazelle's containers: {engine_message(err)}") from None
 
     def _container(self, name: str, version: int) -> Any | None:
         for container in self._containers(model=name):
