@@ -120,6 +120,7 @@ def pull_image(client: Any, ref: ImageRef, log: Log, *, credentials: Credentials
 def _follow(stream: Iterable[Mapping[str, Any]], log: Log, target: str, *, verb: str = "push") -> str | None:
     """Log each layer's outcome once; the digest from the ``aux`` message; RegistryError on an error."""
     digest: str | None = None
+    retrying: set[str] = set()   # the engine counts a retry down each second: one line per retry is enough
     for chunk in stream:
         if "error" in chunk:
             detail = chunk.get("errorDetail") or {}
@@ -130,9 +131,16 @@ def _follow(stream: Iterable[Mapping[str, Any]], log: Log, target: str, *, verb:
         if isinstance(aux, Mapping) and aux.get("Digest"):
             digest = str(aux["Digest"])
         status = str(chunk.get("status") or "")
-        if status.startswith(_LAYER_DONE) or status.startswith(("Digest:", "Status:")):
-            layer = chunk.get("id")
-            log(f"{layer}: {status}" if layer else status)
+        layer = str(chunk.get("id") or "")
+        if status.startswith("Retrying"):
+            if layer in retrying:
+                continue
+            retrying.add(layer)
+        elif status.startswith(_LAYER_DONE) or status.startswith(("Digest:", "Status:")):
+            retrying.discard(layer)
+        else:
+            continue
+        log(f"{layer}: {status}" if layer else status)
     return digest
 
 
