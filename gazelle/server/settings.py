@@ -43,6 +43,7 @@ class Settings:
     registry: str | None = None            # HOST[:PORT]/PREFIX
     registry_user: str | None = None
     registry_password: str | None = field(default=None, repr=False)
+    registry_insecure: tuple[str, ...] = ()   # host[:port] spoken to over http (loopback always is)
     registry_keep: int = 10                # model versions kept in the registry when pruning
     database_url: str | None = None        # None: sqlite:///{data_dir}/gazelle.db
     k8s_namespace: str = "gazelle-models"
@@ -182,6 +183,10 @@ def _apt_packages(variable: str, raw: str) -> tuple[str, ...]:
     return apt_packages(raw, variable)
 
 
+def _hosts(variable: str, raw: str) -> tuple[str, ...]:
+    return tuple(h.strip() for h in raw.split(",") if h.strip())
+
+
 def _stage_delay(variable: str, raw: str) -> dict[str, float]:
     """``build=5,slow:deploy=1``: seconds to sleep inside those stages (of every model, or of model
     ``slow``), for tests of restarts and queues. Never set it in production."""
@@ -205,6 +210,7 @@ _ENV: dict[str, tuple[str, Any]] = {
     "registry": ("GAZELLE_REGISTRY", _str),
     "registry_user": ("GAZELLE_REGISTRY_USER", _str),
     "registry_password": ("GAZELLE_REGISTRY_PASSWORD", _str),
+    "registry_insecure": ("GAZELLE_REGISTRY_INSECURE", _hosts),
     "registry_keep": ("GAZELLE_REGISTRY_KEEP", _int),
     "database_url": ("GAZELLE_DATABASE_URL", _str),
     "k8s_namespace": ("GAZELLE_K8S_NAMESPACE", _str),

@@ -3,9 +3,7 @@
 Everything else receives the pieces it needs. Pairings are fixed by what a target can run: the local
 target runs what ``VenvBuilder`` makes (an environment on this host, nothing to push); image builders
 (``append``, ``docker``) pair with image-running targets (``docker``, ``kubernetes``). Constructors do
-no I/O, so wiring is cheap and has no side effects. The docker target reaches its engine through
-``DOCKER_HOST`` (as the docker CLI does), builds with ``DockerBuilder`` and pushes through the same
-engine to ``GAZELLE_REGISTRY``.
+no I/O, so wiring is cheap and has no side effects.
 
 Wiring also decides what happens to the models when the server exits (``Wiring.close``): the local
 target's runtimes stop on a requested shutdown (Ctrl-C, SIGTERM) and are left running when the server
@@ -16,7 +14,7 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass
-from typing import Any, Callable
+from typing import TYPE_CHECKING, Any, Callable
 
 from gazelle.errors import ConfigError
 from gazelle.server.builders import Builder
@@ -24,11 +22,12 @@ from gazelle.server.pipeline import Publish
 from gazelle.server.settings import TARGETS, Settings
 from gazelle.server.targets import Target
 
+if TYPE_CHECKING:
+    from gazelle.server.builders.append import AppendBuilder
+
 log = logging.getLogger("gazelle.server")
 
 AVAILABLE_TARGETS = ("local", "docker")
-# What each available target can run today (the append builder is not in this version yet).
-AVAILABLE_BUILDERS = {"local": ("venv",), "docker": ("docker",)}
 DEFAULT_BUILDER = {"local": "venv", "docker": "docker", "kubernetes": "append"}
 PAIRS = {"local": ("venv",), "docker": ("docker", "append"), "kubernetes": ("append", "docker")}
 
@@ -64,12 +63,8 @@ def build(settings: Settings) -> Wiring:
     if target_name not in AVAILABLE_TARGETS:
         raise ConfigError(f"the {target_name} target is not available in this version of gazelle; "
                           f"valid targets: {', '.join(AVAILABLE_TARGETS)}")
-    if builder_name not in AVAILABLE_BUILDERS[target_name]:
-        raise ConfigError(f"the {builder_name} builder is not available in this version of gazelle; "
-                          f"valid builders for the {target_name} target: "
-                          f"{', '.join(AVAILABLE_BUILDERS[target_name])}")
     if target_name == "docker":
-        return _docker(settings)
+        return _docker(settings, builder_name)
     if settings.registry:
         log.warning("the local target pushes nothing: the registry %s is not used", settings.registry)
     from gazelle.server.builders.venv import VenvBuilder
@@ -81,33 +76,58 @@ def build(settings: Settings) -> Wiring:
                   start_warnings=lambda: [w for w in (target.sandbox.warning(),) if w])
 
 
-def _docker(settings: Settings) -> Wiring:
-    """DockerBuilder -> the same engine pushes -> DockerTarget pulls by digest; models outlive the server."""
+def _docker(settings: Settings, builder_name: str) -> Wiring:
+    """Containers through the engine at ``DOCKER_HOST`` (as the docker CLI reads it), pulled by digest.
+
+    With the docker builder the same engine builds and pushes; with the append builder the registry
+    client pushes. Either way the image is in ``GAZELLE_REGISTRY`` before a container runs it, and
+    the containers outlive the server (``stop_models`` is None).
+    """
     if not settings.registry:
         raise ConfigError("the docker target runs images from a registry: set GAZELLE_REGISTRY "
                           "(--registry HOST[:PORT]/PREFIX)")
-    from gazelle.server.builders.docker import DockerBuilder
-    from gazelle.server.registry.engine import EnginePublisher, registry_of
+    from gazelle.server.registry.keychain import default_keychain
     from gazelle.server.targets.docker import DockerTarget
 
-    host, user, password = registry_of(settings.registry), settings.registry_user, settings.registry_password
-
-    def credentials(registry: str) -> tuple[str, str] | None:
-        # Settings are for the configured registry only; any other falls back to docker's config.json.
-        return (user, password) if user and password and registry == host else None
+    keychain = default_keychain(settings.registry, settings.registry_user, settings.registry_password)
 
     def engine() -> Any:
         import docker
 
-        return docker.from_env(version="auto", timeout=300)   # DOCKER_HOST, as the docker CLI reads it
+        return docker.from_env(version="auto", timeout=300)
 
-    builder = DockerBuilder(engine, settings.registry, base_images=settings.base_images,
-                            apt=settings.docker_apt_packages)
-    target = DockerTarget(engine, network=settings.docker_network, credentials=credentials)
-    return Wiring(builder=builder, target=target,
-                  publish=EnginePublisher(builder.engine, settings.registry, credentials=credentials))
+    target = DockerTarget(engine, network=settings.docker_network, keychain=keychain)
+    if builder_name == "append":
+        builder, publish = append_builder(settings)
+        return Wiring(builder=builder, target=target, publish=publish)
+    from gazelle.server.builders.docker import DockerBuilder
+    from gazelle.server.registry.engine import EnginePublisher
+
+    docker_builder = DockerBuilder(engine, settings.registry, base_images=settings.base_images,
+                                   apt=settings.docker_apt_packages)
+    return Wiring(builder=docker_builder, target=target,
+                  publish=EnginePublisher(docker_builder.engine, settings.registry, keychain=keychain))
 
 
 def secrets_of(settings: Settings) -> tuple[str, ...]:
     """Configured secret values, to scrub from anything recorded."""
     return tuple(s for s in (settings.registry_password,) if s)
+
+
+def append_builder(settings: Settings) -> tuple["AppendBuilder", Publish]:
+    """The append builder and the push stage that publishes its images to ``settings.registry``
+    (``HOST[:PORT]/PREFIX``): for the image targets, and for ``gazelle image``. No I/O.
+
+    Credentials: docker's ``config.json``, then ``GAZELLE_REGISTRY_USER`` / ``_PASSWORD`` for the
+    registry's host; dependency layers are cached under ``{data_dir}/cache``.
+    """
+    if not settings.registry:
+        raise ConfigError("the append builder pushes images: set GAZELLE_REGISTRY (or --registry) "
+                          "to HOST[:PORT]/PREFIX")
+    from gazelle.server.builders.append import AppendBuilder
+    from gazelle.server.registry import image_publisher, open_registry
+
+    registry = open_registry(settings.registry, settings.registry_user, settings.registry_password,
+                             insecure=settings.registry_insecure)
+    return (AppendBuilder(registry, settings.base_images, settings.data_dir / "cache"),
+            image_publisher(registry, settings.registry))

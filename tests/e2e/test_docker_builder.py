@@ -15,6 +15,7 @@ import pytest
 from gazelle.errors import BuildError, RegistryError
 from gazelle.server.artifacts import EngineImage, ImageRef
 from gazelle.server.builders.docker import DockerBuilder
+from gazelle.server.registry.keychain import StaticKeychain
 from gazelle.server.registry.engine import EnginePublisher, push_engine_image
 from tests.conftest import AuthRegistry
 from tests.e2e._docker import Lines, Shout, client_factory, free_port, store, unique
@@ -153,7 +154,7 @@ def test_push_to_a_registry_with_basic_auth_uses_the_credentials(
         docker_client: Any, auth_registry: AuthRegistry, shout_image: tuple[EngineImage, Lines]) -> None:
     repository = f"{auth_registry.host}/{unique('t-docker-builder')}/shout"
     ref = push_engine_image(docker_client, shout_image[0], repository, ["v1-1"], Lines(),
-                            credentials=lambda host: (auth_registry.user, auth_registry.password))
+                            keychain=StaticKeychain(auth_registry.host, auth_registry.user, auth_registry.password))
     head = httpx.head(f"http://{auth_registry.host}/v2/{ref.repository}/manifests/{ref.digest}", timeout=10,
                       auth=(auth_registry.user, auth_registry.password),
                       headers={"Accept": "application/vnd.docker.distribution.manifest.v2+json"})
@@ -167,7 +168,7 @@ def test_a_wrong_registry_password_fails_naming_the_registry_without_the_passwor
     log = Lines()
     with pytest.raises(RegistryError) as failed:
         push_engine_image(docker_client, shout_image[0], repository, ["v1-1"], log,
-                          credentials=lambda host: (auth_registry.user, wrong))
+                          keychain=StaticKeychain(auth_registry.host, auth_registry.user, wrong))
     message = str(failed.value)
     assert auth_registry.host in message
     assert "unauthorized" in message.lower() or "authentication" in message.lower()

@@ -14,6 +14,7 @@ import pytest
 from gazelle.errors import TargetError
 from gazelle.server.artifacts import EngineImage, ImageRef
 from gazelle.server.builders.docker import DockerBuilder
+from gazelle.server.registry.keychain import StaticKeychain
 from gazelle.server.registry.engine import EnginePublisher, push_engine_image
 from gazelle.server.targets import Release
 from gazelle.server import upstream
@@ -226,10 +227,10 @@ def test_a_pull_the_registry_refuses_names_the_registry_without_the_password(
     docker_client.images.pull(f"{ref.registry}/{ref.repository}", tag=ref.digest)
     pushed_ref = push_engine_image(docker_client, EngineImage(id=docker_client.images.get(str(ref)).id, tag=""),
                                    private, ["v1-1"], Lines(),
-                                   credentials=lambda host: (auth_registry.user, auth_registry.password))
+                                   keychain=StaticKeychain(auth_registry.host, auth_registry.user, auth_registry.password))
     docker_client.images.remove(str(pushed_ref), force=True)
     wrong = unique("not-the-password")
-    refused = DockerTarget(engine, instance=unique("t"), credentials=lambda host: (auth_registry.user, wrong))
+    refused = DockerTarget(engine, instance=unique("t"), keychain=StaticKeychain(auth_registry.host, auth_registry.user, wrong))
     log = Lines()
     try:
         with pytest.raises(TargetError) as failed:

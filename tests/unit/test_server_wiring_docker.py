@@ -29,22 +29,30 @@ def test_the_docker_target_is_wired_to_the_docker_builder_and_an_engine_push(tmp
     assert list(tmp_path.iterdir()) == [], "wiring must do no I/O"
 
 
-def test_registry_credentials_from_settings_go_to_the_configured_registry_only(tmp_path: Path) -> None:
-    wired = wiring.build(Settings(data_dir=tmp_path, target="docker", registry="reg.example:5001/m",
+def test_registry_credentials_from_settings_go_to_the_configured_registry_only(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("DOCKER_CONFIG", str(tmp_path / "no-docker-config"))   # docker's config.json would win
+    wired = wiring.build(Settings(data_dir=tmp_path / "data", target="docker", registry="reg.example:5001/m",
                                   registry_user="gazelle", registry_password="pw"))
-    credentials = wired.target.credentials   # type: ignore[attr-defined]
-    assert credentials("reg.example:5001") == ("gazelle", "pw")
-    assert credentials("elsewhere.example") is None
+    keychain = wired.target.keychain   # type: ignore[attr-defined]
+    found = keychain.credentials("reg.example:5001")
+    assert (found.username, found.password) == ("gazelle", "pw")
+    assert keychain.credentials("elsewhere.example") is None
+    assert wired.publish.keychain is keychain   # type: ignore[union-attr]
+
+
+def test_the_docker_target_runs_the_append_builders_images_too(tmp_path: Path) -> None:
+    from gazelle.server.builders.append import AppendBuilder
+    from gazelle.server.targets.docker import DockerTarget
+
+    wired = wiring.build(Settings(data_dir=tmp_path, target="docker", builder="append", registry="r.example/m"))
+    assert isinstance(wired.builder, AppendBuilder) and isinstance(wired.target, DockerTarget)
+    assert wired.publish is not None
 
 
 def test_the_docker_target_needs_a_registry(tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match="GAZELLE_REGISTRY"):
         wiring.build(Settings(data_dir=tmp_path, target="docker"))
-
-
-def test_the_append_builder_is_named_as_not_available_yet(tmp_path: Path) -> None:
-    with pytest.raises(ConfigError, match="valid builders for the docker target: docker"):
-        wiring.build(Settings(data_dir=tmp_path, target="docker", builder="append", registry="r.example/m"))
 
 
 @pytest.mark.parametrize("env, words", [

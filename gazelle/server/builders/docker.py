@@ -52,12 +52,11 @@ from gazelle.errors import BuildError, ConfigError
 from gazelle.names import validate_name
 from gazelle.server.artifacts import EngineImage
 from gazelle.server.builders import Log
-from gazelle.server.builders.runtime_files import runtime_files
+# The append builder's choices, so that both image builders take the same base and the same runtime.
+from gazelle.server.builders.append import base_image_for, runtime_files
 from gazelle.server.engine import engine_message
-# The venv builder's reading of a manifest, so that both builders refuse the same bundles alike.
-from gazelle.server.builders.venv import _minor, _pins, pip_failure, runtime_requirements
+from gazelle.server.builders.pip import manifest_minor, manifest_pins, pip_failure, runtime_requirements
 
-DEFAULT_BASE = "python:{major}.{minor}-slim"
 USER = "10001:10001"
 PORT = 8080
 ROOT = "/opt/gazelle"
@@ -82,15 +81,7 @@ def apt_packages(raw: str | Iterable[str], setting: str = "GAZELLE_DOCKER_APT_PA
 
 def base_image(manifest: Mapping[str, Any], base_images: Mapping[str, str]) -> str:
     """The base image for the bundle's python ``major.minor``; ConfigError when none is configured."""
-    minor = _minor(manifest)
-    if not base_images:
-        major, _, rest = minor.partition(".")
-        return DEFAULT_BASE.format(major=major, minor=rest)
-    if minor not in base_images:
-        raise ConfigError(f"no base image for python {minor}: GAZELLE_BASE_IMAGES maps only "
-                          f"{', '.join(sorted(base_images))}",
-                          hint=f'add it, e.g. GAZELLE_BASE_IMAGES=\'{{"{minor}": "python:{minor}-slim"}}\'')
-    return base_images[minor]
+    return base_image_for(manifest_minor(manifest), base_images)
 
 
 @dataclass(frozen=True)
@@ -155,7 +146,7 @@ class DockerBuilder:
             stream = client.api.build(fileobj=plan.context(), custom_context=True, tag=tag, rm=True,
                                       forcerm=True, pull=self.pull, network_mode=self.network_mode,
                                       decode=True)
-            image_id = _follow(stream, log, _minor(manifest))
+            image_id = _follow(stream, log, manifest_minor(manifest))
             if image_id is None:
                 image_id = client.api.inspect_image(tag)["Id"]
         except BuildError:
@@ -168,9 +159,9 @@ class DockerBuilder:
     def plan(self, bundle: bytes, manifest: Mapping[str, Any], *, version: int = 0) -> BuildPlan:
         """The Dockerfile and context for ``bundle`` (pure: reads only the CA bundle file, if any)."""
         name = validate_name(manifest.get("name"))
-        minor = _minor(manifest)
+        minor = manifest_minor(manifest)
         base = base_image(manifest, self.base_images)
-        pins = _pins(manifest)
+        pins = manifest_pins(manifest)
         own = f"{sys.version_info.major}.{sys.version_info.minor}"
         # The server's own versions of flask, gunicorn ... where they exist for the bundle's python.
         runtime = runtime_requirements(exact=(minor == own), exclude=pins)
@@ -179,8 +170,9 @@ class DockerBuilder:
         ca = self._ca_bytes()
         if ca is not None:
             files[_CA_NAME] = ca
-        for key, path in runtime_files().items():
-            files[f"runtime/{key}"] = path.read_bytes()
+        root = Path(gazelle.__file__).resolve().parent
+        for path in runtime_files():
+            files[f"runtime/gazelle/{path.relative_to(root).as_posix()}"] = path.read_bytes()
         digest = "sha256:" + hashlib.sha256(bundle).hexdigest()
         labels = {
             "gazelle.model": name,

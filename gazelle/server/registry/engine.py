@@ -4,11 +4,11 @@
 digest the registry stored comes back in the push stream's ``aux`` message. That digest, never the
 tag, is what a target runs.
 
-Credentials: ``credentials(registry_host)`` returns ``(user, password)`` (a keychain's lookup, or the
-server's settings), sent to the engine in the ``X-Registry-Auth`` header of that one request. With no
-credentials the ``docker`` package uses the client's own ``~/.docker/config.json`` (credential
-helpers included). They never appear in a log line or an error: the engine's messages do not carry
-them, and ``RegistryError`` names the registry and repository only.
+Credentials come from a ``Keychain`` (``registry.keychain``: docker's ``config.json``, then the
+settings) and reach the engine in the ``X-Registry-Auth`` header of that one request; where the
+keychain has none, the ``docker`` package falls back to the client's own ``~/.docker/config.json``.
+They never appear in a log line or an error: the engine's messages do not carry them, and
+``RegistryError`` names the registry and repository only.
 
 ``EnginePublisher`` is the push stage for ``DockerBuilder``'s images (the pipeline's ``Publish``):
 model ``accounts`` version 3 goes to ``{prefix}/accounts:v3-<unix time>``. ``pull_image`` is the
@@ -22,8 +22,8 @@ from typing import Any, Callable, Iterable, Mapping, Sequence
 from gazelle.errors import RegistryError
 from gazelle.server.artifacts import EngineImage, ImageRef
 from gazelle.server.engine import engine_message
+from gazelle.server.registry.keychain import Keychain
 
-Credentials = Callable[[str], "tuple[str, str] | None"]  # registry host -> (user, password)
 Log = Callable[[str], None]
 
 # Push progress says "Pushing" many times per layer; these are the lines worth a job event.
@@ -38,16 +38,18 @@ def registry_of(repository: str) -> str:
     return "docker.io"
 
 
-def auth_config(credentials: Credentials | None, host: str) -> dict[str, str] | None:
-    found = credentials(host) if credentials is not None else None
-    if not found:
+def auth_config(keychain: Keychain | None, host: str) -> dict[str, str] | None:
+    """The engine's ``X-Registry-Auth`` value for ``host``, from ``keychain``; None: docker's own config."""
+    found = keychain.credentials(host) if keychain is not None else None
+    if found is None:
         return None
-    user, password = found
-    return {"username": user, "password": password, "serveraddress": host}
+    if found.identity_token:
+        return {"identitytoken": found.identity_token, "serveraddress": host}
+    return {"username": found.username, "password": found.password, "serveraddress": host}
 
 
 def push_engine_image(client: Any, image: EngineImage, repository: str, tags: Sequence[str], log: Log, *,
-                      credentials: Credentials | None = None) -> ImageRef:
+                      keychain: Keychain | None = None) -> ImageRef:
     """Tag ``image`` as ``repository:tag`` for each tag, push, return the digest-pinned reference."""
     if not tags:
         raise ValueError("push_engine_image needs at least one tag")
@@ -56,7 +58,7 @@ def push_engine_image(client: Any, image: EngineImage, repository: str, tags: Se
         raise RegistryError(f"{repository!r} names no registry host; expected HOST[:PORT]/PATH",
                             url=repository)
     path = repository[len(host) + 1:]
-    auth = auth_config(credentials, host)
+    auth = auth_config(keychain, host)
     digest: str | None = None
     for tag in tags:
         target = f"{repository}:{tag}"
@@ -89,10 +91,10 @@ class EnginePublisher:
     """
 
     def __init__(self, engine: Callable[[], Any], registry_prefix: str, *,
-                 credentials: Credentials | None = None, clock: Callable[[], float] = time.time) -> None:
+                 keychain: Keychain | None = None, clock: Callable[[], float] = time.time) -> None:
         self.engine = engine
         self.registry_prefix = registry_prefix.rstrip("/")
-        self.credentials = credentials
+        self.keychain = keychain
         self.clock = clock
 
     def __call__(self, artifact: Any, name: str, version: int, log: Log) -> ImageRef:
@@ -100,15 +102,15 @@ class EnginePublisher:
             raise RegistryError(f"the Docker engine pushes only images it built, not {type(artifact).__name__}",
                                 url=registry_of(self.registry_prefix))
         return push_engine_image(self.engine(), artifact, f"{self.registry_prefix}/{name}",
-                                 [f"v{version}-{int(self.clock())}"], log, credentials=self.credentials)
+                                 [f"v{version}-{int(self.clock())}"], log, keychain=self.keychain)
 
 
-def pull_image(client: Any, ref: ImageRef, log: Log, *, credentials: Credentials | None = None) -> None:
+def pull_image(client: Any, ref: ImageRef, log: Log, *, keychain: Keychain | None = None) -> None:
     """Pull ``ref`` (by digest) into the engine; RegistryError with the engine's reason otherwise."""
     repository = f"{ref.registry}/{ref.repository}"
     try:
         stream = client.api.pull(repository, tag=ref.digest, stream=True, decode=True,
-                                 auth_config=auth_config(credentials, ref.registry))
+                                 auth_config=auth_config(keychain, ref.registry))
         _follow(stream, log, str(ref), verb="pull")
     except RegistryError:
         raise

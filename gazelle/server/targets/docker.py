@@ -49,7 +49,8 @@ from requests import RequestException
 from gazelle.errors import RegistryError, TargetError
 from gazelle.server.artifacts import ImageRef
 from gazelle.server.engine import engine_message
-from gazelle.server.registry.engine import Credentials, pull_image
+from gazelle.server.registry.engine import pull_image
+from gazelle.server.registry.keychain import Keychain
 from gazelle.server import upstream
 from gazelle.server.targets import Log, Release, Running
 from gazelle.server.targets._logs import exit_cause
@@ -74,7 +75,7 @@ class DockerTarget:
 
     def __init__(self, client_factory: Callable[[], Any], *, network: str = "host", host: str = "127.0.0.1",
                  publish_host: str = "127.0.0.1", instance: str = "gazelle", workers: int | None = None,
-                 ready_timeout: float = 120.0, credentials: Credentials | None = None) -> None:
+                 ready_timeout: float = 120.0, keychain: Keychain | None = None) -> None:
         if network not in NETWORKS:
             raise TargetError(f"unknown docker network mode {network!r}; valid modes: {', '.join(NETWORKS)}")
         self.client_factory = client_factory
@@ -84,7 +85,7 @@ class DockerTarget:
         self.instance = instance
         self.workers = workers
         self.ready_timeout = ready_timeout
-        self.credentials = credentials
+        self.keychain = keychain
         self._client: Any = None
 
     # -- Target ------------------------------------------------------------------------------------
@@ -101,7 +102,7 @@ class DockerTarget:
             _discard(current)   # exited, or another image: this version starts afresh
         log(f"pulling {ref}")
         try:
-            pull_image(self._engine(), ref, log, credentials=self.credentials)
+            pull_image(self._engine(), ref, log, keychain=self.keychain)
         except RegistryError as err:
             raise TargetError(f"{release.name} v{release.version}: {err.message}", detail=err.detail) from None
         for attempt in range(_PORT_ATTEMPTS):
