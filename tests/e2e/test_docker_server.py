@@ -1,6 +1,7 @@
-"""A deploy through a real ``gazelle server --target docker``: the bundle is built by DockerBuilder, pushed
-through the engine to the test registry, run by DockerTarget by digest, sanity-checked and switched
-live; the gateway answers. After the server is killed, the next one adopts the same container."""
+"""A deploy through a real ``gazelle server --target docker``, with each image builder: the bundle is
+built (by DockerBuilder, pushed through the engine; or by AppendBuilder, pushed by the registry client)
+to the test registry, run by DockerTarget by digest, sanity-checked and switched live; the gateway
+answers. After the server is killed, the next one adopts the same container."""
 from __future__ import annotations
 
 import json
@@ -15,9 +16,11 @@ from tests.integration._server import ServerProcess, start_server
 pytestmark = pytest.mark.e2e
 
 
-@pytest.fixture
-def docker_env(testenv: dict[str, str], registry_url: str, base_image: str, docker_client: Any) -> dict[str, str]:
-    return {"GAZELLE_TARGET": "docker", "DOCKER_HOST": testenv["GAZELLE_TEST_DOCKER_HOST"],
+@pytest.fixture(params=["docker", "append"])
+def docker_env(request: pytest.FixtureRequest, testenv: dict[str, str], registry_url: str, base_image: str,
+               docker_client: Any) -> dict[str, str]:
+    return {"GAZELLE_TARGET": "docker", "GAZELLE_BUILDER": request.param,
+            "DOCKER_HOST": testenv["GAZELLE_TEST_DOCKER_HOST"],
             "GAZELLE_REGISTRY": f"{registry_url}/{unique('t-docker-server')}",
             "GAZELLE_BASE_IMAGES": json.dumps({base_image.rsplit(":", 1)[1]: base_image})}
 
@@ -36,7 +39,7 @@ def bundle_of(name: str) -> bytes:
     return pack(Shout(), name=name, sample=SAMPLE).data
 
 
-def test_a_docker_build_deployed_to_the_docker_target_answers_through_the_gateway_and_survives_a_restart(
+def test_an_image_deployed_to_the_docker_target_answers_through_the_gateway_and_survives_a_restart(
         tmp_path: Path, docker_env: dict[str, str], model_name: str, docker_client: Any) -> None:
     server: ServerProcess = start_server(tmp_path / "data", env=docker_env)
     try:
