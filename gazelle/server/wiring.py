@@ -24,6 +24,8 @@ from gazelle.server.targets import Target
 
 if TYPE_CHECKING:
     from gazelle.server.builders.append import AppendBuilder
+    from gazelle.server.builders.docker import DockerBuilder
+    from gazelle.server.registry.keychain import Keychain
 
 log = logging.getLogger("gazelle.server")
 
@@ -86,27 +88,42 @@ def _docker(settings: Settings, builder_name: str) -> Wiring:
     if not settings.registry:
         raise ConfigError("the docker target runs images from a registry: set GAZELLE_REGISTRY "
                           "(--registry HOST[:PORT]/PREFIX)")
-    from gazelle.server.registry.keychain import default_keychain
     from gazelle.server.targets.docker import DockerTarget
 
-    keychain = default_keychain(settings.registry, settings.registry_user, settings.registry_password)
+    builder: Builder
+    builder, publish = append_builder(settings) if builder_name == "append" else docker_builder(settings)
+    return Wiring(builder=builder, target=DockerTarget(_docker_engine, network=settings.docker_network,
+                                                       keychain=_keychain(settings)), publish=publish)
 
-    def engine() -> Any:
-        import docker
 
-        return docker.from_env(version="auto", timeout=300)
+def docker_builder(settings: Settings) -> tuple["DockerBuilder", Publish]:
+    """The docker builder and the push stage that has the same engine push its images to
+    ``settings.registry``: for the docker target, and for ``gazelle image --builder docker``. No I/O.
 
-    target = DockerTarget(engine, network=settings.docker_network, keychain=keychain)
-    if builder_name == "append":
-        builder, publish = append_builder(settings)
-        return Wiring(builder=builder, target=target, publish=publish)
+    The engine is the one at ``DOCKER_HOST`` (as the docker CLI reads it); credentials as for
+    ``append_builder``.
+    """
+    if not settings.registry:
+        raise ConfigError("the docker builder pushes images: set GAZELLE_REGISTRY (or --registry) "
+                          "to HOST[:PORT]/PREFIX")
     from gazelle.server.builders.docker import DockerBuilder
     from gazelle.server.registry.engine import EnginePublisher
 
-    docker_builder = DockerBuilder(engine, settings.registry, base_images=settings.base_images,
-                                   apt=settings.docker_apt_packages)
-    return Wiring(builder=docker_builder, target=target,
-                  publish=EnginePublisher(docker_builder.engine, settings.registry, keychain=keychain))
+    builder = DockerBuilder(_docker_engine, settings.registry, base_images=settings.base_images,
+                            apt=settings.docker_apt_packages)
+    return builder, EnginePublisher(builder.engine, settings.registry, keychain=_keychain(settings))
+
+
+def _docker_engine() -> Any:
+    import docker
+
+    return docker.from_env(version="auto", timeout=300)
+
+
+def _keychain(settings: Settings) -> "Keychain":
+    from gazelle.server.registry.keychain import default_keychain
+
+    return default_keychain(settings.registry, settings.registry_user, settings.registry_password)
 
 
 def secrets_of(settings: Settings) -> tuple[str, ...]:

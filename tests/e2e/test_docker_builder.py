@@ -5,6 +5,10 @@ host's CA bundle stays out of the final image; a bad pin fails naming the packag
 password fails naming the registry, without the password."""
 from __future__ import annotations
 
+import json
+import os
+import subprocess
+import sys
 import time
 from pathlib import Path
 from typing import Any, Iterator
@@ -21,6 +25,8 @@ from tests.conftest import AuthRegistry
 from tests.e2e._docker import Lines, Shout, client_factory, free_port, store, unique
 
 pytestmark = pytest.mark.e2e
+
+REPO = Path(__file__).resolve().parents[2]
 
 READY_TIMEOUT = 120
 
@@ -206,3 +212,31 @@ def test_an_unknown_system_package_fails_the_build_naming_it(
         assert "at step 2/" in str(failed.value)
     finally:
         builder.close()
+
+
+def test_gazelle_image_with_the_docker_builder_prints_the_digest_last_and_never_the_password(
+        testenv: dict[str, str], auth_registry: AuthRegistry, base_image: str, tmp_path: Path,
+        docker_client: Any) -> None:
+    path, _ = store(tmp_path, Shout(), name="cishout")
+    (tmp_path / "docker").mkdir()   # an empty docker config: the settings' credentials are what remains
+    prefix = f"{auth_registry.host}/{unique('t-docker-image')}"
+    env = {**os.environ, "PYTHONPATH": str(REPO), "DOCKER_HOST": testenv["GAZELLE_TEST_DOCKER_HOST"],
+           "DOCKER_CONFIG": str(tmp_path / "docker"), "GAZELLE_DATA_DIR": str(tmp_path / "data"),
+           "GAZELLE_REGISTRY_USER": auth_registry.user, "GAZELLE_REGISTRY_PASSWORD": auth_registry.password,
+           "GAZELLE_BASE_IMAGES": json.dumps({base_image.rsplit(":", 1)[1]: base_image})}
+    got = subprocess.run([sys.executable, "-m", "gazelle.cli", "image", str(path), "--registry", prefix,
+                          "--builder", "docker", "--version", "4"], env=env, capture_output=True, text=True,
+                         timeout=600)
+    assert got.returncode == 0, got.stderr[-3000:]
+    last = got.stdout.strip().splitlines()[-1]
+    ref = ImageRef.parse(last)
+    assert last.startswith(f"{prefix}/cishout@sha256:")
+    assert auth_registry.password not in got.stdout + got.stderr
+    assert any(line.startswith("Step 1/") for line in got.stderr.splitlines())
+    head = httpx.head(f"http://{auth_registry.host}/v2/{ref.repository}/manifests/{ref.digest}", timeout=10,
+                      auth=(auth_registry.user, auth_registry.password),
+                      headers={"Accept": "application/vnd.docker.distribution.manifest.v2+json"})
+    assert head.status_code == 200
+    built = docker_client.images.get(last)
+    assert built.labels["gazelle.version"] == "4"
+    docker_client.images.remove(built.id, force=True)
