@@ -38,7 +38,8 @@ def test_registry_credentials_from_settings_go_to_the_configured_registry_only(
     found = keychain.credentials("reg.example:5001")
     assert (found.username, found.password) == ("gazelle", "pw")
     assert keychain.credentials("elsewhere.example") is None
-    assert wired.publish.keychain is keychain   # type: ignore[union-attr]
+    pushed_with = wired.publish.keychain.credentials("reg.example:5001")   # type: ignore[union-attr]
+    assert (pushed_with.username, pushed_with.password) == ("gazelle", "pw")
 
 
 def test_the_docker_target_runs_the_append_builders_images_too(tmp_path: Path) -> None:
