@@ -10,6 +10,7 @@ from typing import Any, Iterator
 
 import httpx
 import pytest
+from docker.errors import ImageNotFound
 
 from gazelle.errors import TargetError
 from gazelle.server.artifacts import EngineImage, ImageRef
@@ -52,6 +53,11 @@ def pushed(engine: Any, base_image: str, prefix: str, docker_client: Any,
     finally:
         builder.close()
     yield refs
+    for ref, _ in refs.values():   # what the deploys pulled
+        try:
+            docker_client.images.remove(str(ref), force=True)
+        except ImageNotFound:   # never pulled (every test that would have was deselected)
+            pass
 
 
 @pytest.fixture
