@@ -17,11 +17,11 @@ What it builds, from the bundle's ``gazelle.json`` alone (the server never unpic
   ``org.opencontainers.image.*`` labels.
 
 Where TLS is intercepted, pip in the build needs the build host's CA bundle. The legacy engine build
-API that the ``docker`` package speaks has no build secrets, so the bundle goes into the build context
-and is copied into the ``deps`` stage only: it never reaches the final image, which must not carry the
-build host's trust decisions into production (nor a private CA). By default it is the bundle this
-server's own TLS uses (``SSL_CERT_FILE``, else OpenSSL's default file); ``ca_bundle=False`` leaves it
-out.
+API that the ``docker`` package speaks has no build secrets, so the CA file goes into the build
+context and is copied into the ``deps`` stage only: it never reaches the final image, which must not
+carry the build host's trust decisions into production (nor a private CA). By default it is the CA
+file this server's own TLS uses (``SSL_CERT_FILE``, else OpenSSL's default file); ``ca_bundle=False``
+leaves it out.
 
 The build context is a tar in memory (sorted entries, mtime 0), so the engine's layer cache reuses
 the ``deps`` stage for every bundle with the same pins. The engine's build log is streamed line by
