@@ -21,6 +21,7 @@ from gazelle.errors import ConfigError
 
 TARGETS = ("local", "docker", "kubernetes")
 BUILDERS = ("venv", "append", "docker")
+DOCKER_NETWORKS = ("host", "bridge")
 
 _URL_PASSWORD = re.compile(r"(?P<head>[a-zA-Z][a-zA-Z0-9+.-]*://[^:/@\s]*:)[^@\s]*@")
 
@@ -47,6 +48,8 @@ class Settings:
     database_url: str | None = None        # None: sqlite:///{data_dir}/gazelle.db
     k8s_namespace: str = "gazelle-models"
     base_images: Mapping[str, str] = field(default_factory=dict)
+    docker_apt_packages: tuple[str, ...] = ()   # Debian packages the docker builder installs
+    docker_network: str = "host"           # docker target: host (a port per version) or bridge
     public_url: str | None = None          # None: http://{host}:{port}
     max_bundle_bytes: int = 1 << 30
     drain_seconds: float = 2.0             # old version keeps serving this long after the switch
@@ -60,6 +63,9 @@ class Settings:
             raise ConfigError(f"unknown target {self.target!r}; valid targets: {', '.join(TARGETS)}")
         if self.builder is not None and self.builder not in BUILDERS:
             raise ConfigError(f"unknown builder {self.builder!r}; valid builders: {', '.join(BUILDERS)}")
+        if self.docker_network not in DOCKER_NETWORKS:
+            raise ConfigError(f"GAZELLE_DOCKER_NETWORK must be one of {', '.join(DOCKER_NETWORKS)}, "
+                              f"got {self.docker_network!r}")
         if not 0 <= self.port <= 65535:
             raise ConfigError(f"port must be between 0 and 65535, got {self.port}")
         if self.workers < 1:
@@ -171,6 +177,12 @@ def _json_map(variable: str, raw: str) -> dict[str, str]:
     return value
 
 
+def _apt_packages(variable: str, raw: str) -> tuple[str, ...]:
+    from gazelle.server.builders.docker import apt_packages
+
+    return apt_packages(raw, variable)
+
+
 def _hosts(variable: str, raw: str) -> tuple[str, ...]:
     return tuple(h.strip() for h in raw.split(",") if h.strip())
 
@@ -203,6 +215,8 @@ _ENV: dict[str, tuple[str, Any]] = {
     "database_url": ("GAZELLE_DATABASE_URL", _str),
     "k8s_namespace": ("GAZELLE_K8S_NAMESPACE", _str),
     "base_images": ("GAZELLE_BASE_IMAGES", _json_map),
+    "docker_apt_packages": ("GAZELLE_DOCKER_APT_PACKAGES", _apt_packages),
+    "docker_network": ("GAZELLE_DOCKER_NETWORK", _str),
     "public_url": ("GAZELLE_PUBLIC_URL", _str),
     "max_bundle_bytes": ("GAZELLE_MAX_BUNDLE_BYTES", _int),
     "drain_seconds": ("GAZELLE_DRAIN_SECONDS", _float),
