@@ -191,7 +191,7 @@ class Pipeline:
             with self._stage(rec, "deploy"):
                 started = True
                 release = Release(name=name, version=number, artifact=artifact, manifest=manifest,
-                                  public=version.public, replicas=version.replicas)
+                                  public=version.public, replicas=version.replicas, resources=version.resources)
                 running = self.target.deploy(release, rec.log)
                 self.store.update_version(name, number, url=running.url)
                 rec.done("deploy", f"version {number} answers at {running.url}")
@@ -220,7 +220,7 @@ class Pipeline:
     def _build(self, name: str, number: int, path: Path, manifest: Mapping[str, Any],
                rec: JobRecorder) -> Artifact:
         with self._stage(rec, "build"):
-            built = self.builder.build(path, manifest, rec.log)
+            built = self.builder.build(path, manifest, rec.log, version=number)
         if self.publish is None:
             if not isinstance(built, LocalEnv):   # wiring never pairs these; say so rather than guess
                 raise StageFailed("push", f"the build made {type(built).__name__}, which needs a registry "
@@ -332,7 +332,8 @@ class Pipeline:
                 self.store.update_version(v.model, v.version, status="failed", url=None)
         live = self.store.live_versions()
         releases = [Release(name=v.model, version=v.version, artifact=v.artifact, manifest=v.manifest,
-                            public=v.public, replicas=v.replicas) for v in live if v.artifact is not None]
+                            public=v.public, replicas=v.replicas, resources=v.resources)
+                    for v in live if v.artifact is not None]
         if releases:
             log.info("restoring %d live version(s): %s", len(releases),
                      ", ".join(f"{r.name} v{r.version}" for r in releases))

@@ -43,7 +43,7 @@ def test_an_image_deployed_to_the_docker_target_answers_through_the_gateway_and_
         tmp_path: Path, docker_env: dict[str, str], model_name: str, docker_client: Any) -> None:
     server: ServerProcess = start_server(tmp_path / "data", env=docker_env)
     try:
-        job = server.deploy(model_name, bundle_of(model_name), public=True)
+        job = server.deploy(model_name, bundle_of(model_name), public=True, resources={"memory": "256Mi"})
         assert job["status"] == "succeeded", json.dumps(job, indent=1)
         stages = {stage["name"]: stage["status"] for stage in job["stages"]}
         assert stages["build"] == stages["push"] == stages["deploy"] == stages["sanity"] == "done"
@@ -53,6 +53,10 @@ def test_an_image_deployed_to_the_docker_target_answers_through_the_gateway_and_
         (container,) = docker_client.containers.list(filters={"label": f"gazelle.model={model_name}"})
         assert "@sha256:" in container.attrs["Config"]["Image"]
         assert container.attrs["Config"]["Image"].startswith(docker_env["GAZELLE_REGISTRY"])
+        # deploy(resources=...) reached the container, and the image says which version it is.
+        assert container.attrs["HostConfig"]["Memory"] == 256 * 2**20
+        image = docker_client.images.get(container.attrs["Config"]["Image"])
+        assert image.labels["gazelle.version"] == "1" and image.labels["gazelle.model"] == model_name
     finally:
         server.kill()
     restarted = start_server(tmp_path / "data", env=docker_env)

@@ -316,3 +316,14 @@ def test_a_version_too_large_for_the_database_answers_4xx(server: Server) -> Non
                                 headers=server.headers())
     assert answer.status_code == 400 and _error(answer)["message"].startswith("version:")
     assert server.client.get("/m/lens/v/99999999999999999999999/").status_code == 404
+
+
+def test_resources_are_checked_at_upload_and_kept_on_the_version(server: Server) -> None:
+    bad = server.upload("sized", bundle_bytes("sized"), query='?resources={"memory":"lots"}')
+    assert bad.status_code == 400
+    assert bad.get_json()["error"]["message"].startswith("resources.memory: 'lots' is not a Kubernetes quantity")
+    good = server.upload("sized", bundle_bytes("sized"), query='?resources={"cpu":"500m","memory":"1Gi"}')
+    assert good.status_code == 202, good.get_json()
+    (version,) = server.get("/api/v1/models/sized").get_json()["versions"]
+    assert version["resources"] == {"cpu": "500m", "memory": "1Gi"}
+    assert server.state.store.version("sized", 1).resources == {"cpu": "500m", "memory": "1Gi"}
