@@ -10,6 +10,9 @@
     ├── Unauthorized (PermissionError) 401 no token, or an unknown one
     ├── Forbidden (PermissionError)   403  a token without the scope the call needs
     ├── NotFound (LookupError)        404
+    │   ├── ModelNotFound             404  no model of that name
+    │   ├── VersionNotFound           404  the model has no such version (lists the versions it has)
+    │   └── JobNotFound               404  no job with that id
     ├── MethodNotAllowed              405
     ├── Conflict                      409
     ├── PayloadTooLarge               413
@@ -118,6 +121,37 @@ class Forbidden(GazelleError, PermissionError):
 class NotFound(GazelleError, LookupError):
     code = 404
     type = "not_found"
+
+
+class ModelNotFound(NotFound):
+    """No model ``name`` (on this server, or served by this runtime: ``served`` names the one it is)."""
+
+    def __init__(self, name: str, *, served: str | None = None) -> None:
+        self.name = name
+        self.served = served
+        if served is None:
+            super().__init__(f"model {name} not found")
+        else:
+            super().__init__(f"model {name!r} is not served here; this endpoint serves {served!r}")
+
+
+class VersionNotFound(NotFound):
+    """Model ``name`` has no version ``version``; ``versions`` are the ones it has (listed when known)."""
+
+    def __init__(self, name: str, version: int | str, versions: Sequence[int | str] | None = None) -> None:
+        self.name = name
+        self.version = version
+        self.versions = list(versions) if versions is not None else None
+        message = f"model {name} version {version} not found"
+        if self.versions is not None:
+            message += f" (versions: {', '.join(str(v) for v in self.versions) or 'none'})"
+        super().__init__(message)
+
+
+class JobNotFound(NotFound):
+    def __init__(self, job_id: str) -> None:
+        self.job_id = job_id
+        super().__init__(f"job {job_id} not found")
 
 
 class MethodNotAllowed(GazelleError):

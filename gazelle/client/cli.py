@@ -172,7 +172,7 @@ def rollback(args: argparse.Namespace) -> int:
 
 def delete(args: argparse.Namespace) -> int:
     name = validate_name(args.name)
-    delete_model(name, server=args.server, token=args.token)
+    delete_model(name, server=args.server, token=args.token, progress=TerminalProgress())
     print(f"deleted {name}")
     return 0
 

@@ -20,7 +20,6 @@ from gazelle.errors import BadRequest, GazelleError
 from gazelle.names import validate_name
 
 PREDICT_TIMEOUT = 120.0
-DELETE_TIMEOUT = 180.0      # the server answers a delete once the versions have stopped (up to 120 s)
 
 
 class Endpoint:
@@ -220,15 +219,17 @@ def rollback(name: str, version: int, *, server: str | None = None, token: str |
     return _from_model(model, connection)
 
 
-def delete(name: str, *, server: str | None = None, token: str | None = None) -> None:
-    """Delete ``name`` and every version of it; its URL stops answering."""
-    from gazelle.client.jobs import follow
+def delete(name: str, *, server: str | None = None, token: str | None = None,
+           progress: Progress | None = None) -> None:
+    """Delete ``name`` and every version of it; returns once the delete job has ended and its URL is gone.
+
+    Raises ``DeployError`` (stage ``delete``) if the server could not stop or remove a version.
+    """
+    from gazelle.client.jobs import failure, follow
 
     validate_name(name)
     with Client(resolve(server, token)) as client:
-        answer = client.api("DELETE", f"/models/{name}", timeout=DELETE_TIMEOUT)
-        if isinstance(answer, Mapping) and answer.get("status") == "queued" and answer.get("job"):
-            job = follow(client, str(answer["job"]))
-            if job.get("status") != "succeeded":
-                message = (job.get("error") or {}).get("message") or "the delete failed"
-                raise GazelleError(f"model {name} could not be deleted: {message}")
+        answer = client.api("DELETE", f"/models/{name}")
+        job = follow(client, str(answer["job"]), progress)
+        if job.get("status") != "succeeded":
+            raise failure(job, str(answer["job"]))

@@ -15,7 +15,7 @@ from typing import Any, Callable, Mapping
 import gazelle
 from gazelle.schema.decoding import decode
 from gazelle.schema.encoding import jsonable
-from gazelle.errors import BadRequest, NotFound, SchemaError
+from gazelle.errors import BadRequest, ModelNotFound, SchemaError, VersionNotFound
 from gazelle.runtime import codecs
 from gazelle.runtime.codecs import json_type
 from gazelle.runtime.errors import ModelFailure, ModelLoadFailed
@@ -107,10 +107,9 @@ class DataPlane:
 
     def check_model(self, name: str, version: str | None = None) -> None:
         if name != self.name:
-            raise NotFound(f"model {name!r} is not served here; this endpoint serves {self.name!r}")
+            raise ModelNotFound(name, served=self.name)
         if version is not None and version != self.version_text:
-            raise NotFound(f"model {name!r} has no version {version!r} here; the version served is "
-                           f"{self.version_text!r}")
+            raise VersionNotFound(name, version, [self.version_text])
 
     def v2_metadata(self) -> dict[str, Any]:
         outputs = [codecs.output_metadata("predictions", self.output_schema)]

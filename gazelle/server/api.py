@@ -1,6 +1,8 @@
 """The build server's HTTP API under ``/api/v1``, and ``/healthz``, ``/readyz``, ``/metrics``.
 
-Views only check input and delegate: the store holds state, the job runner does the work. Every call
+Views only check input and delegate: ``deployments`` decides what a deploy, rollback or delete
+becomes (a job, always answered 202 with its id, or 200 when nothing needs doing), the job runner does
+the work. Every call
 needs a bearer token: reading needs ``predict``, deploying and reading runtime logs (``/logs``, a
 job's ``error.logs`` and its ``log`` events) ``deploy``, managing tokens ``admin``.
 Bad input is a ``GazelleError`` whose sentence names the field; ``app.py`` turns it into JSON. Every
@@ -9,23 +11,19 @@ JSON field is type-checked before use, so a client's mistake is a 4xx, never a 5
 from __future__ import annotations
 
 import json
-import time
-from typing import TYPE_CHECKING, Any, Mapping
+from typing import Any, Mapping
 
-from flask import Blueprint, Response, current_app, g, jsonify, request, stream_with_context
+from flask import Blueprint, Response, g, jsonify, request, stream_with_context
 
-from gazelle.errors import BadRequest, NotFound, TargetError, UnsupportedMediaType
+from gazelle.errors import BadRequest, NotFound, UnsupportedMediaType
 from gazelle.names import validate_name
-from gazelle.server import events, uploads
+from gazelle.server import deployments, events, uploads
 from gazelle.server.auth import Auth, allows, check_name, check_scope, require
-from gazelle.server.jobs import DELETE_STAGES, STAGES, iso, job_json, new_job_id, pending_stages
+from gazelle.server.jobs import iso, job_json
 from gazelle.server.targets.resources import Resources
-from gazelle.server.store import ACTIVE, JobRow, ModelRow, TokenRow, VersionRow
+from gazelle.server.state import state
+from gazelle.server.store import ModelRow, TokenRow, VersionRow
 
-if TYPE_CHECKING:
-    from gazelle.server.app import ServerState
-
-DELETE_WAIT_SECONDS = 120.0
 MAX_REPLICAS = 100
 MAX_TAIL = 10_000
 MAX_VERSION = 1 << 30
@@ -33,10 +31,6 @@ MAX_ID = (1 << 31) - 1   # the largest integer every database stores
 
 api = Blueprint("api", __name__, url_prefix="/api/v1")
 health = Blueprint("health", __name__)
-
-
-def state() -> "ServerState":
-    return current_app.extensions["gazelle"]
 
 
 def _auth() -> Auth:
@@ -117,71 +111,13 @@ def model_json(m: ModelRow, versions: list[VersionRow]) -> dict[str, Any]:
             "versions": [version_json(v) for v in versions], "created": iso(m.created), "updated": iso(m.updated)}
 
 
-def _model(name: str) -> ModelRow:
-    validate_name(name)
-    model = state().store.model(name)
-    if model is None:
-        raise NotFound(f"model {name} not found")
-    return model
-
-
-def _version(name: str, number: int) -> VersionRow:
-    row = state().store.version(name, number)
-    if row is None:
-        known = ", ".join(str(v.version) for v in state().store.versions(name)) or "none"
-        raise NotFound(f"model {name} has no version {number} (versions: {known})")
-    return row
-
-
-def _job(job_id: str) -> JobRow:
-    job = state().store.job(job_id)
-    if job is None:
-        raise NotFound(f"job {job_id} not found")
-    return job
-
-
-# -- jobs ------------------------------------------------------------------------------------------
-
-def submit(name: str, version: int | None, kind: str) -> JobRow:
-    st = state()
-    job = st.store.create_job(new_job_id(), name, version, kind,
-                              pending_stages(DELETE_STAGES if kind == "delete" else STAGES))
-    st.runner.wake()
-    return job
-
-
-def already_live(name: str, version: int) -> JobRow:
-    """A job that is born succeeded: the version asked for is already the live one."""
-    st = state()
-    job = st.store.create_job(new_job_id(), name, version, "deploy", pending_stages(STAGES), status="running")
-    rec = st.pipeline.recorder(job)
-    rec.done("check", f"version {version} holds this bundle")
-    for stage in STAGES[1:]:
-        rec.skip(stage, f"version {version} is already live")
-    rec.succeed()
-    done = st.store.job(job.id)
-    assert done is not None
-    return done
-
-
-def _accepted(job: JobRow, version: int, status: int) -> tuple[Response, int]:
-    st = state()
-    return jsonify({"job": job.id, "version": version, "model": job.model, "status": job.status,
-                    "url": f"{st.settings.base_url}/m/{job.model}"}), status
-
-
-def _deploy_version(name: str, v: VersionRow, kind: str) -> tuple[Response, int]:
-    """Make stored version ``v`` live: nothing if it is, its running job if one runs, else a new job."""
-    st = state()
-    model = st.store.model(name)
-    if model is not None and model.live_version == v.version and v.status == "live":
-        return _accepted(already_live(name, v.version), v.version, 200)
-    for job in st.store.jobs(model=name, statuses=ACTIVE):
-        if job.version == v.version and job.kind != "delete":
-            return _accepted(job, v.version, 202)
-    if v.status != "deploying":
-        st.store.update_version(name, v.version, status="deploying")
-    return _accepted(submit(name, v.version, kind), v.version, 202)
+def _accepted(accepted: deployments.Accepted) -> tuple[Response, int]:
+    job = accepted.job
+    body: dict[str, Any] = {"job": job.id, "version": accepted.version, "model": job.model, "status": job.status,
+                            "url": f"{state().settings.base_url}/m/{job.model}"}
+    if job.kind == "delete":
+        del body["version"], body["url"]
+    return jsonify(body), 202 if accepted.created else 200
 
 
 # -- views -----------------------------------------------------------------------------------------
@@ -195,18 +131,8 @@ def create_version(name: str) -> tuple[Response, int]:
     replicas = _arg("replicas", 1, low=1, high=MAX_REPLICAS)
     resources = _resources()
     digest, manifest = uploads.receive(request, st.bundles_dir, st.settings.max_bundle_bytes, name)
-    version, created = st.store.add_version(name, digest, manifest, public=public, replicas=replicas,
-                                            resources=resources)
-    if created:
-        return _accepted(submit(name, version.version, "deploy"), version.version, 202)
-    if version.public != public:
-        st.store.set_public(name, version.version, public)
-        st.routes.invalidate(name)
-    if version.replicas != replicas:
-        st.store.update_version(name, version.version, replicas=replicas)
-    if (version.resources or None) != resources:
-        st.store.update_version(name, version.version, resources=resources)
-    return _deploy_version(name, version, "deploy")
+    return _accepted(deployments.deploy_bundle(st, name, digest, manifest, public=public, replicas=replicas,
+                                               resources=resources))
 
 
 @api.get("/models")
@@ -219,18 +145,18 @@ def list_models() -> Response:
 @api.get("/models/<name>")
 @require(_auth, "predict")
 def get_model(name: str) -> Response:
-    model = _model(name)
+    model = deployments.model(state(), name)
     return jsonify(model_json(model, state().store.versions(name)))
 
 
 @api.get("/models/<name>/logs")
 @require(_auth, "deploy")
 def model_logs(name: str) -> Response:
-    model = _model(name)
+    model = deployments.model(state(), name)
     versions = state().store.versions(name)
     default = model.live_version or (versions[-1].version if versions else 1)
     number = _arg("version", default, low=1, high=MAX_VERSION)
-    _version(name, number)
+    deployments.version(state(), name, number)
     tail = _arg("tail", 200, low=1, high=MAX_TAIL)
     lines = state().wiring.target.logs(name, number, tail=tail)
     return jsonify({"model": name, "version": number, "lines": [events.redact(line) for line in lines]})
@@ -239,37 +165,24 @@ def model_logs(name: str) -> Response:
 @api.post("/models/<name>/rollback")
 @require(_auth, "deploy")
 def rollback(name: str) -> tuple[Response, int]:
-    _model(name)
+    deployments.model(state(), name)
     body = _json_object()
     if "version" not in body:
         raise BadRequest("version: required (the version to make live again)")
     number = _number(body["version"], "version", low=1, high=MAX_VERSION)
-    return _deploy_version(name, _version(name, number), "rollback")
+    return _accepted(deployments.rollback(state(), name, number))
 
 
 @api.delete("/models/<name>")
 @require(_auth, "deploy")
 def delete_model(name: str) -> tuple[Response, int]:
-    st = state()
-    _model(name)
-    job = submit(name, None, "delete")
-    deadline = time.monotonic() + DELETE_WAIT_SECONDS
-    seen = st.hub.generation()
-    while time.monotonic() < deadline:
-        current = st.store.job(job.id)
-        if current is not None and current.status not in ACTIVE:
-            if current.status == "failed":
-                message = (current.error or {}).get("message", "the delete failed")
-                raise TargetError(f"model {name} could not be deleted: {message}")
-            return jsonify({"deleted": name, "job": job.id}), 200
-        seen = st.hub.wait(seen, 0.5)
-    return jsonify({"job": job.id, "model": name, "status": "queued"}), 202
+    return _accepted(deployments.delete(state(), name))
 
 
 @api.get("/jobs/<job_id>")
 @require(_auth, "predict")
 def get_job(job_id: str) -> Response:
-    body = job_json(_job(job_id), state().settings.base_url)
+    body = job_json(deployments.job(state(), job_id), state().settings.base_url)
     if not _sees_logs() and body["error"] is not None:
         body["error"] = events.without_logs(body["error"])
     return jsonify(body)
@@ -284,7 +197,7 @@ def _sees_logs() -> bool:
 @require(_auth, "predict")
 def job_events(job_id: str) -> Response:
     st = state()
-    _job(job_id)
+    deployments.job(st, job_id)
     raw = request.headers.get("Last-Event-ID") or request.args.get("after") or "0"
     after = _number(raw, "Last-Event-ID", low=0, high=1 << 62)
     body = stream_with_context(events.stream(st.store, st.hub, job_id, after, logs=_sees_logs()))

@@ -15,8 +15,6 @@ from __future__ import annotations
 import logging
 import time
 import uuid
-from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 from flask import Flask, Response, g, jsonify, request
@@ -33,6 +31,7 @@ from gazelle.server.metrics import Metrics
 from gazelle.server.pipeline import Pipeline
 from gazelle.server.routes import RouteTable
 from gazelle.server.settings import Settings
+from gazelle.server.state import ServerState, state as _state
 from gazelle.server.store import Store
 
 log = logging.getLogger("gazelle.server")
@@ -40,30 +39,6 @@ log = logging.getLogger("gazelle.server")
 _HTTP_TYPES = {400: "bad_request", 401: "unauthorized", 403: "forbidden", 404: "not_found",
                405: "method_not_allowed", 409: "conflict", 411: "length_required", 413: "payload_too_large",
                415: "unsupported_media_type", 422: "unprocessable", 429: "too_many_requests"}
-
-
-@dataclass
-class ServerState:
-    """Everything the views need, kept on ``app.extensions["gazelle"]``."""
-
-    settings: Settings
-    store: Store
-    auth: Auth
-    hub: EventHub
-    routes: RouteTable
-    wiring: wiring.Wiring
-    pipeline: Pipeline
-    runner: JobRunner
-    metrics: Metrics
-    bundles_dir: Path
-
-    def shutdown(self, *, stop_models: bool = False, timeout: float = 5.0) -> None:
-        """Stop running jobs; with ``stop_models``, also stop the versions this process runs."""
-        self.hub.close()
-        self.runner.stop(timeout)
-        # Only the runner owns the target's processes; other workers just let go of their clients.
-        self.wiring.close(requested=stop_models and self.runner.is_runner, grace=self.settings.stop_grace)
-        self.store.close()
 
 
 def create_app(settings: Settings | None = None, *, boot_time: float | None = None) -> Flask:
@@ -151,8 +126,3 @@ def _observed(response: Response) -> Response:
         _state().metrics.observe(rule, request.method, response.status_code, time.perf_counter() - started)
     return response
 
-
-def _state() -> ServerState:
-    from flask import current_app
-
-    return current_app.extensions["gazelle"]

@@ -45,7 +45,7 @@ from flask import Blueprint, Response, g, jsonify, redirect, request
 from markupsafe import escape
 from werkzeug.wrappers import Response as BaseResponse
 
-from gazelle.errors import Forbidden, GazelleError, NotFound, TargetError, Unauthorized
+from gazelle.errors import Forbidden, GazelleError, ModelNotFound, TargetError, Unauthorized, VersionNotFound
 from gazelle.server import upstream
 
 REPLAY_LIMIT = 16 * 1024 * 1024
@@ -179,8 +179,8 @@ def _lookup(resolve: Resolve, name: str, version: int | None) -> Route:
     route = resolve(name, version)
     if route is None:
         if version is None:
-            raise NotFound(f"model {name!r} not found")
-        raise NotFound(f"model {name!r} has no version {version}")
+            raise ModelNotFound(name)
+        raise VersionNotFound(name, version)
     return route
 
 

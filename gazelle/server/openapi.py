@@ -82,6 +82,8 @@ def _links(**links: tuple[str, dict[str, str]]) -> dict[str, Any]:
 
 
 _MODEL = {"name": "$request.path.name"}
+_JOB_LINKS = _links(
+    GetJob=("getJob", {"id": "$response.body#/job"}), JobEvents=("jobEvents", {"id": "$response.body#/job"}))
 _VERSION_LINKS = _links(
     GetJob=("getJob", {"id": "$response.body#/job"}), JobEvents=("jobEvents", {"id": "$response.body#/job"}),
     GetModel=("getModel", _MODEL), ModelLogs=("modelLogs", _MODEL), Rollback=("rollback", _MODEL),
@@ -123,10 +125,10 @@ def document(server_url: str = "") -> dict[str, Any]:
                     "responses": {"200": _json(_ref("Model"), "The model"), **_errors(400, 401, 404)}},
             "delete": {"summary": "Stop and delete every version of a model", "operationId": "deleteModel",
                        "tags": ["models"], "parameters": [_NAME],
-                       "responses": {"200": _json({"type": "object", "properties": {
-                           "deleted": {"type": "string"}, "job": {"type": "string"}}}, "Deleted"),
-                           "202": _json(_ref("Accepted"), "Deleting takes longer; follow the job"),
-                           **_errors(400, 401, 403, 404, 500)}}},
+                       "responses": {"202": _with_links(
+                           _json(_ref("Accepted"), "A job stops and deletes the versions; follow it to its end"),
+                           _JOB_LINKS),
+                           **_errors(400, 401, 403, 404)}}},
         "/models/{name}/logs": {"get": {
             "summary": "The last lines a version's runtime wrote", "operationId": "modelLogs", "tags": ["models"],
             "parameters": [_NAME, {"name": "version", "in": "query",

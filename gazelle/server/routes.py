@@ -11,7 +11,7 @@ from __future__ import annotations
 import threading
 import time
 
-from gazelle.errors import NotFound, Restoring, Unavailable
+from gazelle.errors import ModelNotFound, NotFound, Restoring, Unavailable, VersionNotFound
 from gazelle.server.gateway import Route
 from gazelle.server.store import Store
 
@@ -49,13 +49,13 @@ class RouteTable:
     def _lookup(self, name: str, version: int | None) -> Route:
         model = self.store.model(name)
         if model is None:
-            raise NotFound(f"model {name} not found")
+            raise ModelNotFound(name)
         number = model.live_version if version is None else version
         if number is None:
             raise NotFound(f"model {name} has no live version yet")
         row = self.store.version(name, number)
         if row is None:
-            raise NotFound(f"model {name} has no version {number}")
+            raise VersionNotFound(name, number, [v.version for v in self.store.versions(name)])
         if row.status == "restoring":
             raise Restoring(name, number)
         if row.status == "down":

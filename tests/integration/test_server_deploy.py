@@ -146,7 +146,8 @@ def test_delete_stops_the_model_and_forgets_it(server: ServerProcess) -> None:
     server.deploy("doomed", bundle(lengths, "doomed"))
     with server.client() as c:
         answer = c.delete("/api/v1/models/doomed")
-        assert answer.status_code == 200 and answer.json()["deleted"] == "doomed"
+        assert answer.status_code == 202 and answer.json()["model"] == "doomed"
+        assert server.wait_job(answer.json()["job"])["status"] == "succeeded"
         assert c.get("/api/v1/models/doomed").status_code == 404
     gone = server.predict("/m/doomed/predict", ["a"])
     assert gone.status_code == 404 and "doomed" in gone.json()["error"]["message"]

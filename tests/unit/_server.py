@@ -11,8 +11,9 @@ import pytest
 from flask import Flask
 from flask.testing import FlaskClient
 
-from gazelle.server.app import ServerState, create_app
+from gazelle.server.app import create_app
 from gazelle.server.settings import Settings
+from gazelle.server.state import ServerState
 from gazelle.server.store import Store
 
 TAR = {"Content-Type": "application/x-tar"}

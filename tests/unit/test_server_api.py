@@ -181,7 +181,7 @@ def test_rollback_to_a_missing_version_answers_404_listing_versions(server: Serv
     server.upload("lens", bundle_bytes("lens"))
     answer = server.client.post("/api/v1/models/lens/rollback", json={"version": 7}, headers=server.headers())
     assert answer.status_code == 404
-    assert "no version 7" in _error(answer)["message"] and "versions: 1" in _error(answer)["message"]
+    assert _error(answer)["message"] == "model lens version 7 not found (versions: 1)"
 
 
 @pytest.mark.parametrize("body, problem", [({}, "version: required"), ({"version": "two"}, "version"),
@@ -327,3 +327,25 @@ def test_resources_are_checked_at_upload_and_kept_on_the_version(server: Server)
     (version,) = server.get("/api/v1/models/sized").get_json()["versions"]
     assert version["resources"] == {"cpu": "500m", "memory": "1Gi"}
     assert server.state.store.version("sized", 1).resources == {"cpu": "500m", "memory": "1Gi"}
+
+
+def test_delete_answers_202_with_a_delete_job_at_once(server: Server) -> None:
+    server.upload("gone", bundle_bytes("gone"))
+    answer = server.client.delete("/api/v1/models/gone", headers=server.headers())
+    assert answer.status_code == 202
+    body = answer.get_json()
+    assert body["model"] == "gone" and body["status"] == "queued"
+    job = server.get(f"/api/v1/jobs/{body['job']}").get_json()
+    assert job["kind"] == "delete" and [s["name"] for s in job["stages"]] == ["delete"]
+
+
+def test_a_second_delete_while_one_is_queued_names_the_same_job(server: Server) -> None:
+    server.upload("gone", bundle_bytes("gone"))
+    first = server.client.delete("/api/v1/models/gone", headers=server.headers()).get_json()
+    second = server.client.delete("/api/v1/models/gone", headers=server.headers()).get_json()
+    assert second["job"] == first["job"]
+
+
+def test_delete_of_an_unknown_model_answers_404_naming_it(server: Server) -> None:
+    answer = server.client.delete("/api/v1/models/nobody", headers=server.headers())
+    assert answer.status_code == 404 and _error(answer)["message"] == "model nobody not found"

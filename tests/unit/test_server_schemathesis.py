@@ -24,7 +24,6 @@ import schemathesis
 from hypothesis import HealthCheck, settings
 from hypothesis.stateful import run_state_machine_as_test
 
-from gazelle.server import api
 from gazelle.server.app import create_app
 from gazelle.server.settings import Settings
 
@@ -113,11 +112,9 @@ class _AdminAuth:
 
 @pytest.fixture(scope="module", autouse=True)
 def _bounded_server() -> Iterator[None]:
-    saved, api.DELETE_WAIT_SECONDS = api.DELETE_WAIT_SECONDS, 0.0
     try:
         yield
     finally:
-        api.DELETE_WAIT_SECONDS = saved
         APP.extensions["gazelle"].shutdown()
         shutil.rmtree(APP.extensions["gazelle"].settings.data_dir.parent, ignore_errors=True)
 
