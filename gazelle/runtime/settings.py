@@ -19,6 +19,7 @@ import os
 from dataclasses import dataclass
 from typing import Mapping
 
+from gazelle.booleans import parse_bool
 from gazelle.errors import ConfigError
 
 ENV_CHECK_MODES = ("strict", "warn")
@@ -87,8 +88,7 @@ def _flag(env: Mapping[str, str], name: str, default: bool) -> bool:
     raw = env.get(name, "").strip().lower()
     if not raw:
         return default
-    if raw in ("1", "true", "yes", "on"):
-        return True
-    if raw in ("0", "false", "no", "off"):
-        return False
+    value = parse_bool(raw)
+    if value is not None:
+        return value
     raise ConfigError(f"{name} must be 1 or 0, got {raw!r}")

@@ -17,6 +17,7 @@ from typing import Any, Mapping
 
 import orjson
 
+from gazelle.booleans import parse_bool
 from gazelle.errors import BadRequest, PayloadTooLarge, UnsupportedMediaType
 
 MAX_FALLBACK_DEPTH = 200
@@ -148,13 +149,11 @@ def _deeper_than(text: str, limit: int) -> bool:
 
 
 def flag(query: Mapping[str, str], name: str) -> bool:
-    """A boolean query parameter: absent, ``false``/``0`` -> False; ``true``/``1``/empty -> True."""
+    """A boolean query parameter (``gazelle.booleans``): absent -> False, empty -> True."""
     raw = query.get(name)
     if raw is None:
         return False
-    value = raw.strip().lower()
-    if value in ("", "1", "true", "yes"):
-        return True
-    if value in ("0", "false", "no"):
-        return False
+    value = parse_bool(raw) if raw.strip() else True
+    if value is not None:
+        return value
     raise BadRequest(f"query parameter {name} must be true or false, got {raw[:40]!r}")

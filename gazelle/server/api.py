@@ -15,8 +15,10 @@ from typing import Any, Mapping
 
 from flask import Blueprint, Response, g, jsonify, request, stream_with_context
 
+from gazelle.booleans import parse_bool
 from gazelle.errors import BadRequest, NotFound, UnsupportedMediaType
 from gazelle.names import validate_name
+from gazelle.redaction import redact
 from gazelle.server import deployments, events, uploads
 from gazelle.server.auth import Auth, allows, check_name, check_scope, require
 from gazelle.server.jobs import iso, job_json
@@ -43,11 +45,9 @@ def _flag(name: str, default: bool = False) -> bool:
     raw = request.args.get(name)
     if raw is None:
         return default
-    lowered = raw.strip().lower()
-    if lowered in ("1", "true", "yes", "on", ""):
-        return True
-    if lowered in ("0", "false", "no", "off"):
-        return False
+    value = parse_bool(raw) if raw.strip() else True
+    if value is not None:
+        return value
     raise BadRequest(f"{name}: expected true or false, got {raw!r}")
 
 
@@ -159,7 +159,7 @@ def model_logs(name: str) -> Response:
     deployments.version(state(), name, number)
     tail = _arg("tail", 200, low=1, high=MAX_TAIL)
     lines = state().wiring.target.logs(name, number, tail=tail)
-    return jsonify({"model": name, "version": number, "lines": [events.redact(line) for line in lines]})
+    return jsonify({"model": name, "version": number, "lines": [redact(line) for line in lines]})
 
 
 @api.post("/models/<name>/rollback")

@@ -9,13 +9,12 @@ and closes the stream.
 Runtime and build log lines are for deploy tokens: ``stream(..., logs=False)`` leaves out the ``log``
 events and the ``logs`` of the final job's error, as ``GET /jobs/{id}`` does for such a token.
 
-``redact`` scrubs what could carry a secret (passwords inside URLs, bearer tokens, known secret values)
-from every line before it is recorded.
+``gazelle.redaction.redact`` scrubs what could carry a secret (passwords inside URLs, bearer tokens,
+known secret values) from every line before it is recorded.
 """
 from __future__ import annotations
 
 import json
-import re
 import threading
 import time
 from typing import Any, Iterable, Iterator, Mapping
@@ -24,22 +23,6 @@ from gazelle.server.store import EventRow, Store
 
 KEEPALIVE_SECONDS = 15.0
 POLL_SECONDS = 1.0
-
-_URL_USERINFO = re.compile(r"(?P<scheme>[a-zA-Z][a-zA-Z0-9+.-]*://)[^/@\s:]+:[^/@\s]*@")
-_BEARER = re.compile(r"(?i)(bearer\s+)[A-Za-z0-9._~+/=-]+")
-_GAZELLE_TOKEN = re.compile(r"gz_[A-Za-z0-9_-]{20,}")
-
-
-def redact(text: str, secrets: Iterable[str] = ()) -> str:
-    """``text`` without URL passwords, bearer tokens, Gazelle tokens and any of ``secrets``."""
-    text = _URL_USERINFO.sub(lambda m: m.group("scheme") + "***@", text)
-    text = _BEARER.sub(lambda m: m.group(1) + "***", text)
-    text = _GAZELLE_TOKEN.sub("***", text)
-    for secret in secrets:
-        if secret and len(secret) >= 4:
-            text = text.replace(secret, "***")
-    return text
-
 
 class EventHub:
     """Wakes the event streams of this process when a job records an event."""

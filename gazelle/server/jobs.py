@@ -22,7 +22,8 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import IO, Any, Callable, Iterable, Sequence
 
-from gazelle.server.events import EventHub, redact
+from gazelle.redaction import redact
+from gazelle.server.events import EventHub
 from gazelle.server.store import ACTIVE, JobRow, Store
 
 log = logging.getLogger("gazelle.server")

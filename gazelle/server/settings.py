@@ -12,24 +12,17 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import re
 from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any, Mapping
 
+from gazelle.booleans import parse_bool
 from gazelle.errors import ConfigError
+from gazelle.redaction import redact_url
 
 TARGETS = ("local", "docker", "kubernetes")
 BUILDERS = ("venv", "append", "docker")
 DOCKER_NETWORKS = ("host", "bridge")
-
-_URL_PASSWORD = re.compile(r"(?P<head>[a-zA-Z][a-zA-Z0-9+.-]*://[^:/@\s]*:)[^@\s]*@")
-
-
-def redact_url(url: str) -> str:
-    """``postgresql://gazelle:secret@db/g`` -> ``postgresql://gazelle:***@db/g``."""
-    return _URL_PASSWORD.sub(lambda m: m.group("head") + "***@", url)
-
 
 @dataclass(frozen=True)
 class Settings:
@@ -159,11 +152,9 @@ def _float(variable: str, raw: str) -> float:
 
 
 def _bool(variable: str, raw: str) -> bool:
-    lowered = raw.strip().lower()
-    if lowered in ("1", "true", "yes", "on"):
-        return True
-    if lowered in ("0", "false", "no", "off"):
-        return False
+    value = parse_bool(raw)
+    if value is not None:
+        return value
     raise ConfigError(f"{variable} must be true or false, got {raw!r}")
 
 

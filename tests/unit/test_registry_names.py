@@ -31,7 +31,7 @@ def test_image_names_follow_dockers_rules(text: str, expected: tuple[str, str, s
 
 def test_redacted_urls_keep_no_user_info_and_no_query_values() -> None:
     url = "http://robot:hunter2@127.0.0.1:5000/v2/a/blobs/uploads/x?_state=SIGNED&digest=sha256:1"
-    assert redact(url) == "http://127.0.0.1:5000/v2/a/blobs/uploads/x?_state=***&digest=***"
+    assert redact(url) == "http://***@127.0.0.1:5000/v2/a/blobs/uploads/x?_state=***&digest=***"
 
 
 def test_loopback_and_insecure_hosts_use_http_every_other_host_https() -> None:

@@ -8,7 +8,8 @@ from pathlib import Path
 from typing import Callable, Iterator
 
 
-from gazelle.server.events import EventHub, redact
+from gazelle.redaction import redact
+from gazelle.server.events import EventHub
 from gazelle.server.jobs import STAGES, JobRecorder, JobRunner, pending_stages
 from gazelle.server.store import JobRow, Store
 from tests.unit._server import Server, server, store  # noqa: F401  (fixtures)

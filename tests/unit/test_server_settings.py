@@ -69,7 +69,7 @@ def test_repr_hides_passwords() -> None:
     s = Settings(registry_password="hunter2", database_url="postgresql://gazelle:s3cret@db/g")
     text = repr(s)
     assert "hunter2" not in text and "s3cret" not in text
-    assert "gazelle:***@db" in text and "registry_password='***'" in text
+    assert "postgresql+psycopg://***@db/g" in text and "registry_password='***'" in text
 
 
 def test_local_target_is_wired_to_the_venv_builder(tmp_path: Path) -> None:

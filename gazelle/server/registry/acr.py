@@ -34,6 +34,7 @@ from typing import Any, Collection, Iterable, Iterator, Protocol
 from azure.core.exceptions import AzureError, HttpResponseError
 
 from gazelle.errors import ConfigError, RegistryError
+from gazelle.redaction import redact_url
 
 TAG = re.compile(r"^v(?P<version>[0-9]+)-(?P<time>[0-9]+)$")
 _DIGEST = re.compile(r"^sha256:[0-9a-f]{64}$")
@@ -164,6 +165,6 @@ def _acr_error(response: Any) -> tuple[str | None, str]:
 
 
 def _redacted_url(response: Any) -> str | None:
-    """The request's URL without its query (ACR puts no credential in URLs; a query could hold one)."""
+    """The request's URL, redacted (ACR puts no credential in URLs; a query could hold one)."""
     url = getattr(getattr(response, "request", None), "url", None)
-    return str(url).split("?", 1)[0] if url else None
+    return redact_url(str(url)) if url else None

@@ -30,6 +30,7 @@ from typing import Any, Iterable, Iterator, Mapping, Sequence
 import httpx
 
 from gazelle.errors import RegistryError
+from gazelle.redaction import redact_url
 from gazelle.server.registry.keychain import Credentials, Keychain
 
 RETRY_STATUSES = frozenset({408, 429, 500, 502, 503, 504})
@@ -39,11 +40,8 @@ _LOGIN_HINT = "run `docker login {host}`, or set GAZELLE_REGISTRY_USER and GAZEL
 
 
 def redact(url: str | httpx.URL) -> str:
-    """The URL without user info and with every query value replaced by ``***``."""
-    parsed = httpx.URL(str(url))
-    query = "&".join(f"{key}=***" for key, _ in parsed.params.multi_items())
-    port = f":{parsed.port}" if parsed.port else ""
-    return f"{parsed.scheme}://{parsed.host}{port}{parsed.path}" + (f"?{query}" if query else "")
+    """The URL as errors show it (``gazelle.redaction.redact_url``: no user info, no query values)."""
+    return redact_url(str(url))
 
 
 def pull_scope(repository: str) -> str:
