@@ -11,6 +11,7 @@ import sys
 from typing import Callable, Sequence
 
 from gazelle import __version__
+from gazelle.choices import BUILDERS, IMAGE_BUILDERS, TARGETS
 from gazelle.errors import GazelleError
 
 
@@ -39,8 +40,8 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--port", type=int, default=None, help="port (default 8000)")
     s.add_argument("--data-dir", default=None, help="state directory (default ~/.gazelle)")
     s.add_argument("--workers", type=int, default=None, help="gunicorn workers")
-    s.add_argument("--target", choices=["local", "docker", "kubernetes"], default=None)
-    s.add_argument("--builder", choices=["venv", "append", "docker"], default=None,
+    s.add_argument("--target", choices=TARGETS, default=None)
+    s.add_argument("--builder", choices=BUILDERS, default=None,
                    help="how bundles become runnable (default: the target's own: venv for local)")
     s.add_argument("--registry", default=None, help="HOST[:PORT]/PREFIX for images")
     s.set_defaults(func=_handler("gazelle.server.cli:serve"))
@@ -100,7 +101,7 @@ def build_parser() -> argparse.ArgumentParser:
     im = sub.add_parser("image", help="build a bundle's image and push it, no server needed")
     im.add_argument("bundle", metavar="BUNDLE")
     im.add_argument("--registry", required=True, help="HOST[:PORT]/PREFIX to push HOST[:PORT]/PREFIX/NAME to")
-    im.add_argument("--builder", choices=["append", "docker"], default=None, help="default: append")
+    im.add_argument("--builder", choices=IMAGE_BUILDERS, default=None, help="default: append")
     im.add_argument("--version", type=int, default=0, help="model version for the tag and labels (default 0)")
     im.set_defaults(func=_handler("gazelle.server.imagecmd:main"))
     return p

@@ -19,6 +19,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from gazelle.choices import IMAGE_BUILDERS
 from gazelle.errors import ConfigError
 
 _REGISTRY = re.compile(r"^(?P<host>[A-Za-z0-9.\-]+(?::\d+)?|\[[0-9a-fA-F:]+\](?::\d+)?)"
@@ -41,8 +42,9 @@ def main(args: argparse.Namespace) -> int:
     if args.version < 0:
         raise ConfigError(f"--version must be 0 or more, got {args.version}")
     settings = Settings.from_env(registry=args.registry, builder=args.builder)
-    if (settings.builder or "append") not in ("append", "docker"):
-        raise ConfigError(f"the {settings.builder} builder makes no image; valid builders: append, docker")
+    if (settings.builder or IMAGE_BUILDERS[0]) not in IMAGE_BUILDERS:
+        raise ConfigError(f"the {settings.builder} builder makes no image; "
+                          f"valid builders: {', '.join(IMAGE_BUILDERS)}")
     bundle = Path(args.bundle)
     manifest = read_manifest(bundle)
     name = str(manifest["name"])

@@ -17,11 +17,10 @@ from pathlib import Path
 from typing import Any, Mapping
 
 from gazelle.booleans import parse_bool
+from gazelle.choices import BUILDERS, TARGETS
 from gazelle.errors import ConfigError
 from gazelle.redaction import redact_url
 
-TARGETS = ("local", "docker", "kubernetes")
-BUILDERS = ("venv", "append", "docker")
 DOCKER_NETWORKS = ("host", "bridge")
 
 @dataclass(frozen=True)

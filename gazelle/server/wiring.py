@@ -19,7 +19,8 @@ from typing import TYPE_CHECKING, Any, Callable
 from gazelle.errors import ConfigError
 from gazelle.server.builders import Builder
 from gazelle.server.pipeline import Publish
-from gazelle.server.settings import TARGETS, Settings
+from gazelle.choices import DEFAULT_BUILDER, PAIRS, TARGETS
+from gazelle.server.settings import Settings
 from gazelle.server.targets import Target
 
 if TYPE_CHECKING:
@@ -30,8 +31,6 @@ if TYPE_CHECKING:
 log = logging.getLogger("gazelle.server")
 
 AVAILABLE_TARGETS = ("local", "docker")
-DEFAULT_BUILDER = {"local": "venv", "docker": "docker", "kubernetes": "append"}
-PAIRS = {"local": ("venv",), "docker": ("docker", "append"), "kubernetes": ("append", "docker")}
 
 
 @dataclass(frozen=True)
