@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import json
 import time
-from dataclasses import dataclass
 from typing import Any, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 
@@ -22,7 +21,8 @@ from sqlalchemy import event
 from sqlalchemy.engine import Connection, Engine
 
 from gazelle.errors import ConfigError, Conflict
-from gazelle.server.artifacts import Artifact, artifact_from_json
+from gazelle.server.rows import (EventRow, JobRow, ModelRow, TokenRow, VersionRow, job_row as _job,
+                                 model_row as _model, token_row as _token, version_row as _version)
 
 ACTIVE = ("queued", "running")
 
@@ -97,95 +97,6 @@ tokens_t = sa.Table(
 _ADDED_COLUMNS = {"tokens": ("last_used", "revoked"), "versions": ("resources",)}
 # How stale ``last_used`` may get: refreshing it on every request would make each one a write.
 LAST_USED_RESOLUTION = 60.0
-
-
-@dataclass(frozen=True)
-class ModelRow:
-    name: str
-    public: bool
-    live_version: int | None
-    created: float
-    updated: float
-
-
-@dataclass(frozen=True)
-class VersionRow:
-    model: str
-    version: int
-    digest: str
-    status: str             # deploying | live | ready | failed | retired
-    artifact: Artifact | None   # what the build (and push) made: what a target runs
-    url: str | None
-    manifest: Mapping[str, Any]
-    public: bool
-    replicas: int
-    created: float
-    updated: float
-    resources: Mapping[str, Any] | None = None   # what deploy(resources=...) asked for
-
-
-@dataclass(frozen=True)
-class JobRow:
-    id: str
-    seq: int
-    model: str
-    version: int | None
-    kind: str               # deploy | delete
-    status: str             # queued | running | succeeded | failed
-    stage: str | None
-    stages: list[dict[str, Any]]
-    error: dict[str, Any] | None
-    created: float
-    started: float | None
-    finished: float | None
-
-
-@dataclass(frozen=True)
-class EventRow:
-    id: int
-    job_id: str
-    kind: str               # stage | log | end
-    data: dict[str, Any]
-    created: float
-
-
-@dataclass(frozen=True)
-class TokenRow:
-    id: int
-    name: str
-    scope: str
-    created: float
-    last_used: float | None = None
-
-
-def _model(row: Any) -> ModelRow:
-    return ModelRow(row.name, bool(row.public), row.live_version, row.created, row.updated)
-
-
-def _artifact(text: str | None) -> Artifact | None:
-    """The stored artifact (JSON in the ``ref`` column); None for a version never built."""
-    if not text:
-        return None
-    try:
-        return artifact_from_json(json.loads(text))
-    except (ValueError, KeyError, TypeError):
-        return None   # written by an older server in another format: it is rebuilt on its next deploy
-
-
-def _version(row: Any) -> VersionRow:
-    return VersionRow(row.model, row.version, row.digest, row.status, _artifact(row.ref), row.url,
-                      json.loads(row.manifest), bool(row.public), row.replicas, row.created, row.updated,
-                      json.loads(row.resources) if row.resources else None)
-
-
-def _token(row: Any) -> TokenRow:
-    return TokenRow(row.id, row.name, row.scope, row.created, row.last_used)
-
-
-def _job(row: Any) -> JobRow:
-    return JobRow(row.id, row.seq, row.model, row.version, row.kind, row.status, row.stage,
-                  json.loads(row.stages), json.loads(row.error) if row.error else None,
-                  row.created, row.started, row.finished)
 
 
 class Store:
