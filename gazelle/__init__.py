@@ -9,10 +9,10 @@ The client functions are imported on first use, so that a runtime image, which i
 """
 from __future__ import annotations
 
-import importlib
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from gazelle.errors import DeployError, GazelleError
+from gazelle.lazy import lazy_attributes
 
 __version__ = "0.1.0"
 
@@ -46,14 +46,4 @@ if TYPE_CHECKING:
     from gazelle.client import Endpoint, configure, delete, deploy, endpoint, list_models, rollback
 
 
-def __getattr__(name: str) -> Any:
-    module = _LAZY.get(name)
-    if module is None:
-        raise AttributeError(f"module 'gazelle' has no attribute {name!r}")
-    value = getattr(importlib.import_module(module), name)
-    globals()[name] = value
-    return value
-
-
-def __dir__() -> list[str]:
-    return sorted(set(globals()) | set(__all__))
+__getattr__ = lazy_attributes("gazelle", _LAZY, globals())

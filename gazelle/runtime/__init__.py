@@ -13,8 +13,9 @@ directory) before Flask and prometheus_client load.
 """
 from __future__ import annotations
 
-import importlib
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
+
+from gazelle.lazy import lazy_attributes
 
 __all__ = ["RuntimeSettings", "create_app"]
 
@@ -25,10 +26,4 @@ if TYPE_CHECKING:
     from gazelle.runtime.settings import RuntimeSettings
 
 
-def __getattr__(name: str) -> Any:
-    module = _LAZY.get(name)
-    if module is None:
-        raise AttributeError(f"module 'gazelle.runtime' has no attribute {name!r}")
-    value = getattr(importlib.import_module(module), name)
-    globals()[name] = value
-    return value
+__getattr__ = lazy_attributes("gazelle.runtime", _LAZY, globals())

@@ -17,7 +17,7 @@ from typing import Any, Mapping
 
 import orjson
 
-from gazelle.booleans import parse_bool
+from gazelle.booleans import query_flag
 from gazelle.errors import BadRequest, PayloadTooLarge, UnsupportedMediaType
 
 MAX_FALLBACK_DEPTH = 200
@@ -151,9 +151,7 @@ def _deeper_than(text: str, limit: int) -> bool:
 def flag(query: Mapping[str, str], name: str) -> bool:
     """A boolean query parameter (``gazelle.booleans``): absent -> False, empty -> True."""
     raw = query.get(name)
-    if raw is None:
-        return False
-    value = parse_bool(raw) if raw.strip() else True
-    if value is not None:
-        return value
-    raise BadRequest(f"query parameter {name} must be true or false, got {raw[:40]!r}")
+    value = query_flag(raw)
+    if value is None:
+        raise BadRequest(f"query parameter {name} must be true or false, got {str(raw)[:40]!r}")
+    return value

@@ -15,7 +15,7 @@ from typing import Any, Mapping
 
 from flask import Blueprint, Response, g, jsonify, request, stream_with_context
 
-from gazelle.booleans import parse_bool
+from gazelle.booleans import query_flag
 from gazelle.errors import BadRequest, NotFound, UnsupportedMediaType
 from gazelle.names import validate_name
 from gazelle.redaction import redact
@@ -43,12 +43,10 @@ def _auth() -> Auth:
 
 def _flag(name: str, default: bool = False) -> bool:
     raw = request.args.get(name)
-    if raw is None:
-        return default
-    value = parse_bool(raw) if raw.strip() else True
-    if value is not None:
-        return value
-    raise BadRequest(f"{name}: expected true or false, got {raw!r}")
+    value = query_flag(raw, default)
+    if value is None:
+        raise BadRequest(f"{name}: expected true or false, got {raw!r}")
+    return value
 
 
 def _number(value: Any, name: str, *, low: int, high: int) -> int:

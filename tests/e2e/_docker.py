@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 from gazelle import bundle
-from tests.integration._local import Boom  # noqa: F401  (raises while loading; shared with the local target's tests)
+from tests.helpers import Boom, free_port  # noqa: F401  (shared; imported from here by the tests)
 
 
 class Shout:
@@ -42,12 +42,6 @@ def client_factory(docker_host: str) -> Callable[[], Any]:
 
 def unique(prefix: str) -> str:
     return f"{prefix}-{uuid.uuid4().hex[:8]}"
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 class Lines(list):

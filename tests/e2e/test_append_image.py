@@ -3,7 +3,6 @@ test environment's Docker engine (host network: each container gets its own GAZE
 from __future__ import annotations
 
 import os
-import socket
 import subprocess
 import sys
 import time
@@ -22,6 +21,7 @@ from gazelle.server.registry import open_registry
 from gazelle.server.registry.push import OCIRegistry
 from tests.conftest import AuthRegistry
 from tests.faultproxy import FaultProxy
+from tests.helpers import free_port
 
 REPO = Path(__file__).parents[2]
 READY_TIMEOUT = 60.0
@@ -52,12 +52,6 @@ def builder(registry: OCIRegistry, base_image: str, tmp_path_factory: pytest.Tem
                          tmp_path_factory.mktemp("cache"))
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 def _wait_ready(url: str, container: Any) -> None:
     deadline = time.monotonic() + READY_TIMEOUT
     while time.monotonic() < deadline:
@@ -84,7 +78,7 @@ def test_image_runs_as_non_root_and_serves_the_bundle_on_the_port_it_is_given(
     assert labels["gazelle.model"] == "wordcount" and labels["gazelle.version"] == "2"
     assert labels["gazelle.bundle-digest"] == oci.sha256(path.read_bytes())
     assert labels["org.opencontainers.image.base.name"] == builder.base_for(f"{sys.version_info[0]}.{sys.version_info[1]}")
-    port = _free_port()
+    port = free_port()
     container = docker_client.containers.run(str(ref), detach=True, network_mode="host",
                                              environment={"GAZELLE_RUNTIME_PORT": str(port),
                                                           "GAZELLE_RUNTIME_WORKERS": "1"})

@@ -5,7 +5,6 @@ python base image carries this interpreter's major.minor."""
 from __future__ import annotations
 
 import io
-import socket
 import sys
 import tarfile
 import time
@@ -16,16 +15,11 @@ import httpx
 import pytest
 
 from tests.conftest import AuthRegistry, kube_api
+from tests.helpers import free_port
 
 pytestmark = pytest.mark.e2e
 
 ROLLOUT_TIMEOUT = 180
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def tar_of(files: dict[str, bytes]) -> bytes:

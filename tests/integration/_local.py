@@ -9,6 +9,7 @@ import httpx
 
 from gazelle.server.artifacts import LocalEnv
 from gazelle.server.targets import Release
+from tests.helpers import Boom  # noqa: F401  (shared; imported from here by the tests)
 
 
 class VersionLabel:
@@ -19,19 +20,6 @@ class VersionLabel:
 
     def predict(self, rows: Any) -> list[str]:
         return [self.label for _ in rows]
-
-
-class Boom:
-    """Pickles fine, raises while loading: the runtime must exit with the model's own message."""
-
-    def predict(self, rows: Any) -> list[int]:
-        return [0 for _ in rows]
-
-    def __getstate__(self) -> dict[str, Any]:
-        return {"armed": True}
-
-    def __setstate__(self, state: dict[str, Any]) -> None:
-        raise RuntimeError("boom")
 
 
 def sklearn_model(label: str) -> Any:

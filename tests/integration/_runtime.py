@@ -10,7 +10,6 @@ import io
 import json
 import os
 import signal
-import socket
 import subprocess
 import sys
 import tarfile
@@ -20,10 +19,11 @@ import urllib.request
 from pathlib import Path
 from typing import Any, Mapping, Sequence
 
+from tests.helpers import free_port
+
 REPO = Path(__file__).resolve().parents[2]
 NOTEBOOKS = REPO / "notebooks"
 TRAVEL = "2770 Travel expenses"
-_RESERVED = {5000, 5001, 2379, 2380, 2381, 6443, 55432, *range(10248, 10261)}
 
 
 # -- models (classes defined here travel by value: the runtime process cannot import this module) --
@@ -37,20 +37,6 @@ class Picky:
         if "slow" in rows:
             time.sleep(2.0)
         return [len(r) for r in rows]
-
-
-class LoadBomb:
-    """Pickles fine, raises while unpickling: the runtime must exit 4 with this message."""
-
-    def predict(self, rows: Any) -> list[int]:
-        return [0 for _ in rows]
-
-    def __reduce__(self) -> Any:
-        return (_explode, ("boom while loading",))
-
-
-def _explode(message: str) -> None:
-    raise RuntimeError(message)
 
 
 def accounts_model(n: int = 1500) -> Any:
@@ -89,15 +75,6 @@ def fabricate(source: Path, target: Path, **changes: Any) -> Path:
 
 
 # -- processes ------------------------------------------------------------------------------------
-
-def free_port() -> int:
-    while True:
-        with socket.socket() as s:
-            s.bind(("127.0.0.1", 0))
-            port = s.getsockname()[1]
-        if port not in _RESERVED:
-            return port
-
 
 def _env(extra: Mapping[str, str] | None) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith(("GAZELLE_", "PROMETHEUS_"))}

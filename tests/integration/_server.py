@@ -7,7 +7,6 @@ from __future__ import annotations
 import json
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -18,14 +17,10 @@ from typing import Any
 import httpx
 import psutil
 
+from tests.helpers import Boom, free_port  # noqa: F401  (shared; imported from here by the tests)
+
 ROOT = Path(__file__).resolve().parents[2]
 TERMINAL = ("succeeded", "failed")
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 # -- models (plain functions and classes: pickled by value, since tests are not installed) -------------
@@ -43,19 +38,6 @@ def process_id(rows: list[str]) -> list[int]:
     import os as _os
 
     return [_os.getpid() for _ in rows]
-
-
-class Boom:
-    """Pickles fine, raises while loading."""
-
-    def predict(self, rows: Any) -> list[int]:
-        return [0 for _ in rows]
-
-    def __getstate__(self) -> dict[str, Any]:
-        return {"armed": True}
-
-    def __setstate__(self, state: dict[str, Any]) -> None:
-        raise RuntimeError("boom while loading")
 
 
 SAMPLE = ["a", "bb", "ccc"]

@@ -21,6 +21,7 @@ from sklearn.preprocessing import OneHotEncoder, StandardScaler
 
 import gazelle
 from gazelle.schema import jsonable, rows
+from tests.helpers import Boom
 from tests.integration._client import client_env, connected, http_predict, server  # noqa: F401
 
 pytestmark = pytest.mark.integration
@@ -142,19 +143,6 @@ def process_id(rows_):
     return [os.getpid() for _ in rows_]
 
 
-class BreaksOnLoad:
-    """Pickles fine, raises while the runtime loads it."""
-
-    def predict(self, rows_):
-        return [0 for _ in rows_]
-
-    def __getstate__(self):
-        return {"armed": True}
-
-    def __setstate__(self, state):
-        raise RuntimeError("weights file missing")
-
-
 @pytest.fixture(scope="module")
 def guarded(server):
     """Model "guarded", version 1 live, answering the lengths of texts."""
@@ -180,10 +168,10 @@ def test_sanity_mismatch_fails_at_sanity_and_v1_keeps_serving(connected, guarded
 
 def test_model_raising_while_loading_fails_with_its_own_message_and_v1_keeps_serving(connected, guarded):
     with pytest.raises(gazelle.DeployError) as err:
-        gazelle.deploy(BreaksOnLoad(), "guarded", sample=["a"])
+        gazelle.deploy(Boom(), "guarded", sample=["a"])
     e = err.value
     assert e.stage == "deploy"
-    assert "weights file missing" in e.cause + "\n".join(e.logs)
+    assert "boom while loading" in e.cause + "\n".join(e.logs)
     still_serves_version_1(guarded)
 
 

@@ -8,7 +8,6 @@ from __future__ import annotations
 import json
 import os
 import signal
-import socket
 import subprocess
 import sys
 import threading
@@ -20,18 +19,13 @@ from typing import Any, Iterator
 import httpx
 import pytest
 from _local import sklearn_model
+from tests.helpers import free_port
 
 pytestmark = pytest.mark.integration
 
 NAME = "switch"
 MAX_REQUESTS = 2000
 MAX_SECONDS = 60.0
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 @dataclass
@@ -74,7 +68,7 @@ def server(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Server]:
     """``drain_seconds`` 0 stops the old version the moment the new one is live: a request already
     routed to it either finishes (gunicorn's graceful stop) or is refused and retried by the gateway on
     the new live version (that retry itself is pinned down in tests/unit/test_gateway.py)."""
-    port = _free_port()
+    port = free_port()
     data_dir = tmp_path / "data"
     log = tmp_path / "server.log"
     env = {**os.environ, "GAZELLE_DRAIN_SECONDS": str(request.param), "GAZELLE_STOP_GRACE": "5"}

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import pytest
-from _runtime import LoadBomb, Picky, Runtime, call, fabricate, save
+from _runtime import Picky, Runtime, call, fabricate, save
+
+from tests.helpers import Boom
 
 pytestmark = pytest.mark.integration
 
@@ -45,7 +47,7 @@ def test_warn_mode_logs_the_differences_and_serves(foreign_bundle, tmp_path):
 
 
 def test_model_that_raises_while_loading_exits_4_with_its_message_and_no_restart_loop(tmp_path):
-    bundle = save(tmp_path, LoadBomb(), name="bomb", sample=[[1.0]])
+    bundle = save(tmp_path, Boom(), name="bomb", sample=[[1.0]])
     with Runtime(bundle, tmp_path / "runtime.log") as runtime:
         assert runtime.wait_exit(60) == 4
         failed = runtime.events("model_load_failed")

@@ -57,20 +57,6 @@ class Picky:
         return [len(r) for r in rows]
 
 
-class LoadBomb:
-    """Pickles fine and raises while unpickling."""
-
-    def predict(self, rows: Any) -> list[int]:
-        return [0 for _ in rows]
-
-    def __reduce__(self) -> Any:
-        return (_explode, ("the model's own load error",))
-
-
-def _explode(message: str) -> None:
-    raise RuntimeError(message)
-
-
 def echo(rows: Any) -> Any:
     """A plain function as a model: returns its rows."""
     return list(rows)
@@ -86,3 +72,14 @@ def runtime_app(kind: str, settings: Any, name: str | None = None) -> Any:
     else:
         model, sample = tensor_model() if kind == "tensor" else table_model()
     return create_app(bundle.pack(model, name=name or kind, sample=sample), settings=settings)
+
+
+def app_fixture(kind: str, settings: Any, name: str | None = None) -> Any:
+    """A module-scoped fixture: the test client of ``runtime_app(kind, settings, name)``."""
+    import pytest
+
+    @pytest.fixture(scope="module")
+    def client() -> Any:
+        return runtime_app(kind, settings, name).test_client()
+
+    return client

@@ -6,13 +6,14 @@ import logging
 import re
 
 import pytest
-from _runtime_models import TRAVEL, LoadBomb, Picky, accounts_model, echo, table_model, tensor_model
+from _runtime_models import TRAVEL, Picky, accounts_model, app_fixture, echo
 
 from gazelle import bundle as bundles
 from gazelle.errors import EnvironmentMismatch
 from gazelle.runtime import create_app
 from gazelle.runtime.errors import ModelLoadFailed
 from gazelle.runtime.settings import RuntimeSettings
+from tests.helpers import Boom
 
 SETTINGS = RuntimeSettings(access_log=False)
 
@@ -27,16 +28,8 @@ def accounts(accounts_bundle):
     return create_app(accounts_bundle, settings=SETTINGS.replace(model_version=3)).test_client()
 
 
-@pytest.fixture(scope="module")
-def tensor():
-    model, sample = tensor_model()
-    return create_app(bundles.pack(model, name="tensor", sample=sample), settings=SETTINGS).test_client()
-
-
-@pytest.fixture(scope="module")
-def table():
-    model, sample = table_model()
-    return create_app(bundles.pack(model, name="costs", sample=sample), settings=SETTINGS).test_client()
+tensor = app_fixture("tensor", SETTINGS)
+table = app_fixture("table", SETTINGS, name="costs")
 
 
 @pytest.fixture(scope="module")
@@ -263,8 +256,8 @@ def test_model_that_raises_is_a_500_with_an_error_id_that_the_log_has(picky, cap
 
 def test_model_that_fails_to_load_raises_with_its_own_message():
     with pytest.raises(ModelLoadFailed) as caught:
-        create_app(bundles.pack(LoadBomb(), name="bomb", sample=[[1.0]]), settings=SETTINGS)
-    assert caught.value.error == "RuntimeError: the model's own load error"
+        create_app(bundles.pack(Boom(), name="bomb", sample=[[1.0]]), settings=SETTINGS)
+    assert caught.value.error == "RuntimeError: boom while loading"
 
 
 def test_environment_mismatch_refuses_in_strict_mode_and_warns_in_warn_mode(accounts_bundle, caplog):

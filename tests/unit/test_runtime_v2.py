@@ -7,7 +7,7 @@ import json
 import struct
 
 import pytest
-from _runtime_models import TRAVEL, runtime_app
+from _runtime_models import TRAVEL, app_fixture
 
 from gazelle.errors import SchemaError
 from gazelle.runtime import codecs, v2wire
@@ -16,19 +16,9 @@ from gazelle.runtime.settings import RuntimeSettings
 SETTINGS = RuntimeSettings(access_log=False, model_version=2)
 
 
-@pytest.fixture(scope="module")
-def accounts():
-    return runtime_app("text", SETTINGS, name="accounts").test_client()
-
-
-@pytest.fixture(scope="module")
-def tensor():
-    return runtime_app("tensor", SETTINGS).test_client()
-
-
-@pytest.fixture(scope="module")
-def table():
-    return runtime_app("table", SETTINGS, name="costs").test_client()
+accounts = app_fixture("text", SETTINGS, name="accounts")
+tensor = app_fixture("tensor", SETTINGS)
+table = app_fixture("table", SETTINGS, name="costs")
 
 
 def infer(client, name, body, version=None):
