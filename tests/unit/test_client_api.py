@@ -287,7 +287,7 @@ def test_cli_logs_shows_the_tail_of_the_version_asked_for(server, capsys):
     upload(sample=("a", "bb", "ccc"))
     target = server.state.wiring.target
     for version in (1, 2):
-        path = target._log_file("lengths", version)   # where the local target's runtimes write
+        path = target._files.log("lengths", version)   # where the local target's runtimes write
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_text("".join(f"v{version} line {i}\n" for i in range(10)))
     assert cli_main(["logs", "lengths", "--tail", "3", "--version", "1"]) == 0

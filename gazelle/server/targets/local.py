@@ -36,11 +36,9 @@ that deploys and restores (the job runner) supervises.
 """
 from __future__ import annotations
 
-import hashlib
 import os
 import shutil
 import signal
-import stat
 import subprocess
 import sys
 import tempfile
@@ -55,6 +53,7 @@ from gazelle.server import upstream
 from gazelle.server.artifacts import LocalEnv
 from gazelle.server.targets import Log, Release, Running
 from gazelle.server.targets import _logs, _process
+from gazelle.server.targets._runfiles import RunFiles, is_runtime
 from gazelle.server.targets._sandbox import Sandbox, probe, python_paths
 from gazelle.server.targets._supervise import Watchdog
 
@@ -136,6 +135,7 @@ class LocalTarget:
         self._sandbox = sandbox
         self._lock = threading.Lock()
         self._procs: dict[tuple[str, int], _Process] = {}
+        self._files = RunFiles(self.data_dir)
         self._watchdog: Watchdog[_Process] = Watchdog(self._watched, self._respawn, self._note)
 
     @property
@@ -200,7 +200,7 @@ class LocalTarget:
 
     def stop_unwanted(self, wanted: set[tuple[str, int]], log: Log) -> None:
         """Stop the runtimes an earlier server left behind that are not in ``wanted``."""
-        for record in self._records():
+        for record in self._files.records():
             if (record["name"], record["version"]) not in wanted:
                 log(f"{record['name']} v{record['version']} is no longer wanted: stopping it")
                 self.stop(record["name"], record["version"])
@@ -212,18 +212,18 @@ class LocalTarget:
         if proc is not None:
             self._stop(proc, grace)
             upstream.forget(proc.url)
-        self._run_file(name, version).unlink(missing_ok=True)
+        self._files.record(name, version).unlink(missing_ok=True)
 
     def logs(self, name: str, version: int, *, tail: int = 200) -> list[str]:
-        return _logs.tail(self._log_file(name, version), tail)
+        return _logs.tail(self._files.log(name, version), tail)
 
     def delete(self, name: str) -> None:
         with self._lock:
             versions = {v for (n, v) in self._procs if n == name}
-        versions |= {r["version"] for r in self._records() if r["name"] == name}
+        versions |= {r["version"] for r in self._files.records() if r["name"] == name}
         for version in sorted(versions):
             self.stop(name, version)
-            shutil.rmtree(self._socket_dir(name, version), ignore_errors=True)
+            shutil.rmtree(self._files.socket_dir(name, version), ignore_errors=True)
         for path in (self.data_dir / "logs").glob(f"{name}-v*.log"):
             if path.stem.rpartition("-v")[0] == name:
                 path.unlink(missing_ok=True)
@@ -263,7 +263,7 @@ class LocalTarget:
             self._wait_ready(proc)
         except BaseException:
             self._stop(proc, grace=2.0)
-            self._run_file(proc.name, proc.version).unlink(missing_ok=True)
+            self._files.record(proc.name, proc.version).unlink(missing_ok=True)
             raise
         with self._lock:
             proc.supervised = self._procs.get((proc.name, proc.version)) is proc
@@ -287,14 +287,14 @@ class LocalTarget:
 
     def _spawn(self, name: str, version: int, socket: str, python: str, bundle: str,
                launch: _Launch) -> _Process:
-        log_path = self._log_file(name, version)
+        log_path = self._files.log(name, version)
         log_path.parent.mkdir(parents=True, exist_ok=True)
-        self._run_dir().mkdir(parents=True, exist_ok=True)
+        self._files.run_dir.mkdir(parents=True, exist_ok=True)
         with open(log_path, "ab") as out:
             offset = out.tell()
             try:
                 popen = subprocess.Popen(launch.cmd, stdout=out, stderr=subprocess.STDOUT,
-                                         stdin=subprocess.DEVNULL, env=launch.env, cwd=self._run_dir(),
+                                         stdin=subprocess.DEVNULL, env=launch.env, cwd=self._files.run_dir,
                                          start_new_session=True)
             except OSError as err:
                 raise TargetError(f"could not start the runtime of {name} v{version} "
@@ -336,13 +336,8 @@ class LocalTarget:
 
     # -- sockets -------------------------------------------------------------------------------------
 
-    def _socket_dir(self, name: str, version: int) -> Path:
-        """Short and fixed per version (a socket path may not exceed 107 bytes), under a private root."""
-        key = hashlib.sha256(f"{self.data_dir.resolve()}\0{name}\0{version}".encode()).hexdigest()[:20]
-        return _private_root() / key
-
     def _prepare_socket(self, name: str, version: int) -> str:
-        directory = self._socket_dir(name, version)
+        directory = self._files.socket_dir(name, version)
         shutil.rmtree(directory, ignore_errors=True)   # whatever an earlier runtime left there
         directory.mkdir(mode=0o700)
         user = self.sandbox.user if self.sandbox.confined else None
@@ -422,38 +417,21 @@ class LocalTarget:
                     self._procs[(name, version)] = proc
                 return proc
             self._stop(proc, grace=2.0)   # alive but not answering: a start the old server never finished
-        self._run_file(name, version).unlink(missing_ok=True)
+        self._files.record(name, version).unlink(missing_ok=True)
         return None
 
     def _from_record(self, name: str, version: int) -> _Process | None:
-        record = _process.read_json(self._run_file(name, version))
+        record = _process.read_json(self._files.record(name, version))
         if record is None or not isinstance(record.get("socket"), str):
             return None   # none, or written by a server that listened on TCP ports: not ours to adopt
         proc = _Process(name, version, int(record["pid"]), record["socket"], str(record.get("python", "")),
-                        str(record.get("bundle", "")), None, self._log_file(name, version))
-        if not (proc.alive() and _is_runtime(proc.pid, proc.socket)):
+                        str(record.get("bundle", "")), None, self._files.log(name, version))
+        if not (proc.alive() and is_runtime(proc.pid, proc.socket)):
             proc.pid = 0   # its pid may be someone else's now: never signal it
         return proc
 
-    def _records(self) -> list[dict[str, Any]]:
-        found = []
-        for path in sorted(self._run_dir().glob("*.json")):
-            record = _process.read_json(path)
-            if record is not None and "name" in record and "version" in record:
-                found.append(record)
-        return found
-
     def _write_record(self, proc: _Process) -> None:
-        _process.write_json(self._run_file(proc.name, proc.version), proc.record())
-
-    def _run_dir(self) -> Path:
-        return self.data_dir / "run"
-
-    def _run_file(self, name: str, version: int) -> Path:
-        return self._run_dir() / f"{name}-v{version}.json"
-
-    def _log_file(self, name: str, version: int) -> Path:
-        return self.data_dir / "logs" / f"{name}-v{version}.log"
+        _process.write_json(self._files.record(proc.name, proc.version), proc.record())
 
 
 def _local_env(release: Release) -> tuple[str, Path]:
@@ -462,31 +440,6 @@ def _local_env(release: Release) -> tuple[str, Path]:
         raise TargetError(f"the local target runs environments on this host, not {artifact}",
                           hint="use the docker or kubernetes target for images")
     return artifact.python, artifact.bundle
-
-
-def _private_root() -> Path:
-    """``{tmp}/gazelle-<uid>``: created 0700, and refused if someone else made it or can enter it."""
-    root = Path(tempfile.gettempdir()) / f"gazelle-{os.getuid()}"
-    try:
-        root.mkdir(mode=0o700)
-    except FileExistsError:
-        pass
-    info = os.lstat(root)
-    if not stat.S_ISDIR(info.st_mode) or info.st_uid != os.getuid() or info.st_mode & 0o077:
-        raise TargetError(f"{root} is not a private directory of this user (owner uid {info.st_uid}, "
-                          f"mode {stat.S_IMODE(info.st_mode):o}): refusing to put runtime sockets there",
-                          hint=f"remove {root}, or set TMPDIR to a directory only this user can open")
-    return root
-
-
-def _is_runtime(pid: int, socket: str) -> bool:
-    """Whether ``pid`` is still a gazelle runtime on ``socket`` (pids get reused)."""
-    if pid <= 0:
-        return False
-    args = _process.command_line(pid)
-    if args is None:
-        return not Path("/proc/self").exists() and _process.pid_alive(pid)   # no /proc here: trust the pid
-    return "gazelle.cli" in args and "runtime" in args and socket in args
 
 
 def _wait_exit(proc: _Process, timeout: float) -> bool:
