@@ -349,3 +349,12 @@ def test_a_second_delete_while_one_is_queued_names_the_same_job(server: Server) 
 def test_delete_of_an_unknown_model_answers_404_naming_it(server: Server) -> None:
     answer = server.client.delete("/api/v1/models/nobody", headers=server.headers())
     assert answer.status_code == 404 and _error(answer)["message"] == "model nobody not found"
+
+
+def test_the_api_and_the_gateway_say_the_same_sentence_for_a_missing_version(server: Server) -> None:
+    server.upload("lens", bundle_bytes("lens"))
+    via_api = server.get("/api/v1/models/lens/logs?version=7")
+    via_gateway = server.client.post("/m/lens/v/7/predict", json={"instances": ["a"]}, headers=server.headers())
+    assert via_api.status_code == via_gateway.status_code == 404
+    assert _error(via_api)["message"] == _error(via_gateway)["message"] == \
+        "model lens version 7 not found (versions: 1)"
