@@ -16,6 +16,8 @@ from sklearn.naive_bayes import MultinomialNB
 from sklearn.pipeline import Pipeline, make_pipeline
 from sklearn.preprocessing import OneHotEncoder, StandardScaler
 
+from gazelle import schema
+
 HELPER_DIR = Path(__file__).parent / "fixtures_helper"
 
 TEXTS = ["taxi to conference", "hotel night in lyon", "lunch with client", "train ticket to paris",
@@ -57,22 +59,29 @@ def word_counts(texts):
     return [len(text.split()) for text in texts]
 
 
-# The fresh interpreter: read, check the environment strictly, load, run the manifest's method on
-# the decoded sample, and print what came out as JSON.
+# What a model answers for its bundle's own sample, decoded as the runtime decodes it. Source text,
+# because the fresh interpreter below may not import the test tree; this process runs the same text.
+ANSWERS = """
+def sample_answers(model, m):
+    inputs = schema.decode(m["sample"], m["input_schema"])
+    call = model if m["method"] == "__call__" else getattr(model, m["method"])
+    out = {"predictions": schema.jsonable(call(inputs))}
+    if m["proba"]:
+        out["proba"] = schema.jsonable(model.predict_proba(inputs))
+    return out
+"""
+_namespace: dict = {"schema": schema}
+exec(ANSWERS, _namespace)
+sample_answers = _namespace["sample_answers"]
+
+# The fresh interpreter: read, check the environment strictly, load, answer the sample, print JSON.
 LOADER = """
 import json, sys
 from gazelle import bundle, envspec, schema
-
+""" + ANSWERS + """
 b = bundle.read(sys.argv[1])
 envspec.check(b.manifest, "strict")
-model = b.load_model()
-m = b.manifest
-inputs = schema.decode(m["sample"], m["input_schema"])
-call = model if m["method"] == "__call__" else getattr(model, m["method"])
-out = {"predictions": schema.jsonable(call(inputs))}
-if m["proba"]:
-    out["proba"] = schema.jsonable(model.predict_proba(inputs))
-print(json.dumps(out))
+print(json.dumps(sample_answers(b.load_model(), b.manifest)))
 """
 
 

@@ -10,7 +10,7 @@ import pytest
 
 import gazelle
 from gazelle import bundle as bundles
-from gazelle import envspec, schema
+from gazelle import envspec
 
 import _models  # tests/integration is on sys.path under pytest, as for the other helpers here
 
@@ -27,13 +27,7 @@ def elsewhere(tmp_path):
 
 def _here(model, bundle):
     """What this process gets for the bundle's sample, decoded as the runtime decodes it."""
-    m = bundle.manifest
-    inputs = schema.decode(m["sample"], m["input_schema"])
-    call = model if m["method"] == "__call__" else getattr(model, m["method"])
-    out = {"predictions": schema.jsonable(call(inputs))}
-    if m["proba"]:
-        out["proba"] = schema.jsonable(model.predict_proba(inputs))
-    return out
+    return _models.sample_answers(model, bundle.manifest)
 
 
 def _round_trip(model, sample, tmp_path, elsewhere, name):

@@ -5,7 +5,7 @@ import json
 import os
 import signal
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 from gazelle.procs import pid_alive
 
@@ -22,18 +22,19 @@ def command_line(pid: int) -> list[str] | None:
 
 
 def send(pid: int, sig: signal.Signals) -> None:
-    if pid > 0:
-        try:
-            os.kill(pid, sig)
-        except (ProcessLookupError, PermissionError):
-            pass
+    """Signal ``pid``; one already gone (or no longer ours) is left alone."""
+    _signal(os.kill, pid, sig)
 
 
 def send_group(pid: int, sig: signal.Signals) -> None:
     """Signal the process group that ``pid`` leads (a runtime and everything it started)."""
-    if pid > 0:
+    _signal(os.killpg, pid, sig)
+
+
+def _signal(kill: Callable[[int, int], None], pid: int, sig: signal.Signals) -> None:
+    if pid > 0:   # 0 and negative pids would signal our own group, or every process we may
         try:
-            os.killpg(pid, sig)
+            kill(pid, sig)
         except (ProcessLookupError, PermissionError):
             pass
 
