@@ -62,7 +62,7 @@ class DataPlane:
         self._codec = codecs.input_codec(self.input_schema)
         self._outputs = ["predictions"] + (["probabilities"] if self._proba is not None else [])
         batch = manifest.get("batch")
-        self.batch: bool = batches_by_default(model) if batch is None else bool(batch)
+        self.batch: bool = batches_by_default(model, method) if batch is None else bool(batch)
         schema = self.input_schema
         self.predictor = Predictor(
             lambda features: self._call(predict, features),

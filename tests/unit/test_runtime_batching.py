@@ -269,3 +269,10 @@ def test_a_manifest_whose_batch_is_not_a_boolean_is_refused_and_one_without_it_r
         bundles.read(with_manifest({**packed.manifest, "batch": "yes"}))
     older = {k: v for k, v in packed.manifest.items() if k != "batch"}
     assert "batch" not in bundles.read(with_manifest(older)).manifest
+
+
+def test_a_bundle_from_before_the_batch_option_batches_scikit_learn_models_only():
+    model, _ = table_model()
+    older = {"name": "old", "input_schema": TEXT, "method": "predict", "proba": False}
+    assert DataPlane(older, model, version=1, digest="sha256:0").batch is True
+    assert DataPlane(older, Gate(opened=True), version=1, digest="sha256:0").batch is False
