@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import json
 import os
-import socket
 import uuid
 from pathlib import Path
 
@@ -20,6 +19,7 @@ from gazelle.server.registry.keychain import StaticKeychain
 from gazelle.server.registry.push import OCIRegistry
 from tests.conftest import AuthRegistry
 from tests.faultproxy import FaultProxy
+from tests.helpers import free_port
 
 
 def _registry(keychain: StaticKeychain | None = None, **kw: object) -> OCIRegistry:
@@ -156,9 +156,7 @@ def test_no_credentials_for_an_auth_registry_says_it_needs_them(auth_registry: A
 
 
 def test_a_registry_that_is_down_is_a_retryable_error_naming_it() -> None:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        host = f"127.0.0.1:{s.getsockname()[1]}"
+    host = f"127.0.0.1:{free_port()}"
     registry = _registry(retries=1)
     try:
         with pytest.raises(RegistryError, match=f"registry {host} is unreachable") as raised:

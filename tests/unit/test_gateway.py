@@ -13,6 +13,7 @@ from werkzeug.serving import make_server
 
 from gazelle.errors import Unauthorized
 from gazelle.server.gateway import REPLAY_LIMIT, TOKEN_COOKIE, Route, gateway_blueprint, presented_authorization
+from tests.helpers import free_port
 
 
 def _echo_app(label: str) -> Flask:
@@ -80,9 +81,7 @@ class _HangUp:
 
 
 def _closed_url() -> str:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return f"http://127.0.0.1:{sock.getsockname()[1]}"
+    return f"http://127.0.0.1:{free_port()}"
 
 
 @pytest.fixture(scope="module")
