@@ -1,10 +1,10 @@
 """The build server's HTTP API under ``/api/v1``, and ``/healthz``, ``/readyz``, ``/metrics``.
 
 Views only check input and delegate: ``deployments`` decides what a deploy, rollback or delete
-becomes (a job, always answered 202 with its id, or 200 when nothing needs doing), the job runner does
-the work. Every call
-needs a bearer token: reading needs ``predict``, deploying and reading runtime logs (``/logs``, a
-job's ``error.logs`` and its ``log`` events) ``deploy``, managing tokens ``admin``.
+becomes (a job, answered 202 with its id; 200 with a job born succeeded when the bundle is already
+the live version), and the job runner does the work. Every call needs a bearer token: reading needs
+``predict``, deploying and reading runtime logs (``/logs``, a job's ``error.logs`` and its ``log``
+events) ``deploy``, managing tokens ``admin``.
 Bad input is a ``GazelleError`` whose sentence names the field; ``app.py`` turns it into JSON. Every
 JSON field is type-checked before use, so a client's mistake is a 4xx, never a 500.
 """
@@ -111,10 +111,9 @@ def model_json(m: ModelRow, versions: list[VersionRow]) -> dict[str, Any]:
 
 def _accepted(accepted: deployments.Accepted) -> tuple[Response, int]:
     job = accepted.job
-    body: dict[str, Any] = {"job": job.id, "version": accepted.version, "model": job.model, "status": job.status,
-                            "url": f"{state().settings.base_url}/m/{job.model}"}
-    if job.kind == "delete":
-        del body["version"], body["url"]
+    body: dict[str, Any] = {"job": job.id, "model": job.model, "status": job.status}
+    if job.kind != "delete":   # a deleted model has no version to name and no URL to give
+        body.update(version=accepted.version, url=f"{state().settings.base_url}/m/{job.model}")
     return jsonify(body), 202 if accepted.created else 200
 
 
