@@ -134,6 +134,7 @@ def _serve(listen: bind.Listen, settings: RuntimeSettings, metrics_dir: str) -> 
         "worker_class": kind,
         "threads": settings.threads,
         "keepalive": KEEPALIVE_SECONDS,
+        "reuse_port": settings.reuse_port,
         "preload_app": True,
         "timeout": settings.timeout,
         "graceful_timeout": settings.graceful_timeout,

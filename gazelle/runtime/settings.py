@@ -9,6 +9,8 @@
     GAZELLE_RUNTIME_GRACEFUL_TIMEOUT  seconds in-flight requests get to finish on SIGTERM (30)
     GAZELLE_RUNTIME_THREADS           threads per worker: 1 (default) runs gunicorn's sync workers;
                                       N > 1 runs gthread workers (keep-alive), for thread-safe models
+    GAZELLE_RUNTIME_REUSE_PORT        0 (default) or 1: bind with SO_REUSEPORT, so that replicas sharing
+                                      a host network (pods with hostNetwork on one node) share the port
 
 A value that cannot work raises :class:`gazelle.errors.ConfigError` naming the variable.
 """
@@ -34,6 +36,7 @@ class RuntimeSettings:
     timeout: int = 60
     graceful_timeout: int = 30
     threads: int = 1
+    reuse_port: bool = False
 
     def __post_init__(self) -> None:
         if self.env_check not in ENV_CHECK_MODES:
@@ -60,6 +63,7 @@ class RuntimeSettings:
             timeout=_int(env, "GAZELLE_RUNTIME_TIMEOUT", defaults.timeout),
             graceful_timeout=_int(env, "GAZELLE_RUNTIME_GRACEFUL_TIMEOUT", defaults.graceful_timeout),
             threads=_int(env, "GAZELLE_RUNTIME_THREADS", defaults.threads),
+            reuse_port=_flag(env, "GAZELLE_RUNTIME_REUSE_PORT", defaults.reuse_port),
         )
 
     def replace(self, **changes: object) -> RuntimeSettings:
