@@ -116,10 +116,10 @@ def resources(spec: Mapping[str, Any] | None) -> dict[str, dict[str, str]]:
         # A request above the default limit raises the limit with it, rather than being refused.
         if limit is not None and name not in given["limits"] and _amount(request) > _amount(limit):
             out["limits"][name] = request
-    for name, limit in out["limits"].items():
-        request = out["requests"].get(name)
-        if request is not None and _amount(request) > _amount(limit):
-            raise BadRequest(f"resources.requests.{name}: {request} is more than the limit {limit}")
+    for name, ceiling in out["limits"].items():
+        wanted = out["requests"].get(name)
+        if wanted is not None and _amount(wanted) > _amount(ceiling):
+            raise BadRequest(f"resources.requests.{name}: {wanted} is more than the limit {ceiling}")
     return out
 
 
