@@ -84,6 +84,13 @@ def build_parser() -> argparse.ArgumentParser:
     rt.add_argument("--workers", type=int, default=None,
                     help="gunicorn workers (default: $GAZELLE_RUNTIME_WORKERS, then the CPUs this process may use)")
     rt.set_defaults(func=_handler("gazelle.runtime.serve:main"))
+
+    im = sub.add_parser("image", help="build a bundle's image and push it, no server needed")
+    im.add_argument("bundle", metavar="BUNDLE")
+    im.add_argument("--registry", required=True, help="HOST[:PORT]/PREFIX to push HOST[:PORT]/PREFIX/NAME to")
+    im.add_argument("--builder", choices=["append", "docker"], default=None, help="default: append")
+    im.add_argument("--version", type=int, default=0, help="model version for the tag and labels (default 0)")
+    im.set_defaults(func=_handler("gazelle.server.imagecmd:main"))
     return p
 
 

@@ -5,6 +5,8 @@
 
 PACKAGES=(bubblewrap docker.io docker-registry debootstrap apache2-utils etcd-server golang-go rsync jq dpkg-dev
           patch socat busybox-static postgresql curl bc openssl python3 chromium wrk)
+# the token registry's token server (token_server.py) signs with Debian's python3-cryptography
+PACKAGES+=(python3-cryptography)
 
 installed() { dpkg-query -W -f='${Status}' "$1" 2>/dev/null | grep -q '^install ok installed$'; }
 

@@ -21,11 +21,15 @@ DOCKER_CLI=/usr/bin/docker
 export DOCKER_HOST=unix://$DOCKER_SOCK
 REGISTRY=127.0.0.1:5000
 AUTH_REGISTRY=127.0.0.1:5001
+TOKEN_REGISTRY=127.0.0.1:5002
+TOKEN_SERVER=127.0.0.1:5003
+# the token server runs under the system python (with Debian's python3-cryptography), not the project's
+TOKEN_SERVER_PY=/usr/bin/python3
 PG_PORT=55432
 KUBECONFIG_PATH=$STATE/kube-apiserver/kubeconfig
 
 # Start order; down.sh stops in reverse.
-SERVICES=(dockerd registry registry-auth postgres etcd kube-apiserver kube-controller-manager kube-scheduler kubelet)
+SERVICES=(dockerd registry registry-auth token-server registry-token postgres etcd kube-apiserver kube-controller-manager kube-scheduler kubelet)
 
 mkdir -p "$STATE" "$RUN" "$LOGS"
 chmod 755 "$STATE"   # the postgres user must be able to reach its data dir below it
@@ -40,7 +44,8 @@ since() { printf '%.1f' "$(echo "$(date +%s.%N) - $1" | bc)"; }
 service_exe() {
   case $1 in
     dockerd) echo dockerd ;;
-    registry|registry-auth) echo docker-registry ;;
+    registry|registry-auth|registry-token) echo docker-registry ;;
+    token-server) basename "$(readlink -f "$TOKEN_SERVER_PY")" ;;
     postgres) echo postgres ;;
     etcd) echo etcd ;;
     *) echo "$1" ;;

@@ -24,7 +24,7 @@ spawn dockerd dockerd \
   --data-root "$D/data" --exec-root "$D/exec" --pidfile "$D/dockerd.pid" \
   --storage-driver "$STORAGE" \
   --iptables=false --ip-masq=false --bridge=none \
-  --insecure-registry "$REGISTRY" --insecure-registry "$AUTH_REGISTRY" \
+  --insecure-registry "$REGISTRY" --insecure-registry "$AUTH_REGISTRY" --insecure-registry "$TOKEN_REGISTRY" \
   --add-runtime "runc-clamp=$D/runc-clamp" --default-runtime runc-clamp
 wait_until 60 dockerd "$DOCKER_CLI" version || die "dockerd did not start (log: $LOGS/dockerd.log)"
 say "dockerd up in $(since "$t") s (pid $(cat "$RUN/dockerd.pid"), $STORAGE, $DOCKER_HOST)"

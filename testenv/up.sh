@@ -1,6 +1,7 @@
 #!/bin/bash
 # Bring up the whole test environment on loopback, reusing whatever is already running:
-#   packages -> Docker engine, registries (plain :5000, basic auth :5001), PostgreSQL :55432, images
+#   packages -> Docker engine, registries (plain :5000, basic auth :5001, bearer token :5002 with its
+#   token server :5003), PostgreSQL :55432, images
 #   -> etcd, kube-apiserver, controller-manager, scheduler, kubelet -> the env file.
 # The Kubernetes build (cold: minutes) runs in the background while the rest starts.
 # Root only. Stop with down.sh. Set GAZELLE_TESTENV_STARTED=FILE to get the names of the services
@@ -25,6 +26,7 @@ build_pid=$!
 bash "$TESTENV_HOME/start-dockerd.sh"
 bash "$TESTENV_HOME/start-registry.sh" plain
 bash "$TESTENV_HOME/start-registry.sh" auth
+bash "$TESTENV_HOME/start-registry.sh" token
 bash "$TESTENV_HOME/start-postgres.sh"
 bash "$TESTENV_HOME/build-images.sh"
 
@@ -42,6 +44,12 @@ export GAZELLE_TEST_REGISTRY=$REGISTRY
 export GAZELLE_TEST_AUTH_REGISTRY=$AUTH_REGISTRY
 export GAZELLE_TEST_AUTH_REGISTRY_USER=gazelle
 export GAZELLE_TEST_AUTH_REGISTRY_PASSWORD=$(state_secret registry-auth-password)
+export GAZELLE_TEST_TOKEN_REGISTRY=$TOKEN_REGISTRY
+export GAZELLE_TEST_TOKEN_REGISTRY_REALM=http://$TOKEN_SERVER/token
+export GAZELLE_TEST_TOKEN_REGISTRY_USER=gazelle
+export GAZELLE_TEST_TOKEN_REGISTRY_PASSWORD=$(state_secret registry-token-password)
+export GAZELLE_TEST_TOKEN_REGISTRY_PULL_USER=gazelle-reader
+export GAZELLE_TEST_TOKEN_REGISTRY_PULL_PASSWORD=$(state_secret registry-token-pull-password)
 export GAZELLE_TEST_BASE_IMAGE=$py
 export GAZELLE_TEST_BASE_IMAGE_DIGEST=$(cat "$STATE/images/python.digest")
 export GAZELLE_TEST_BUSYBOX_IMAGE=$(cat "$STATE/images/busybox")

@@ -19,6 +19,8 @@ from typing import Any, Iterator, NamedTuple
 
 import pytest
 
+from tests.faultproxy import FaultProxy
+
 IN_CI = os.environ.get("CI", "").lower() == "true"
 
 
@@ -79,6 +81,18 @@ class AuthRegistry(NamedTuple):
     password: str
 
 
+class TokenRegistry(NamedTuple):
+    """The registry with bearer-token auth: ``host`` is host:port, ``realm`` its token server's URL.
+    ``user`` may pull, push and delete ``gazelle/*``; ``pull_user`` may only pull."""
+
+    host: str
+    realm: str
+    user: str
+    password: str
+    pull_user: str
+    pull_password: str
+
+
 @pytest.fixture(scope="session")
 def testenv() -> dict[str, str]:
     return testenv_vars()
@@ -100,6 +114,39 @@ def auth_registry(testenv: dict[str, str]) -> AuthRegistry:
     require(ok, _missing("the authenticated registry"))
     return AuthRegistry(host, testenv.get("GAZELLE_TEST_AUTH_REGISTRY_USER", ""),
                         testenv.get("GAZELLE_TEST_AUTH_REGISTRY_PASSWORD", ""))
+
+
+@pytest.fixture(scope="session")
+def token_registry(testenv: dict[str, str]) -> TokenRegistry:
+    """The bearer-token registry (127.0.0.1:5002) and its token server, with both users."""
+    import httpx
+
+    host = testenv.get("GAZELLE_TEST_TOKEN_REGISTRY", "")
+    realm = testenv.get("GAZELLE_TEST_TOKEN_REGISTRY_REALM", "")
+    ok = False
+    if host and realm:
+        try:
+            challenge = httpx.get(f"http://{host}/v2/", timeout=PROBE_TIMEOUT)
+            ok = (challenge.status_code == 401
+                  and challenge.headers.get("www-authenticate", "").startswith("Bearer ")
+                  and _http_status(realm) == 401)
+        except httpx.HTTPError:
+            ok = False
+    require(ok, _missing("the token-auth registry"))
+    v = testenv.get
+    return TokenRegistry(host, realm, v("GAZELLE_TEST_TOKEN_REGISTRY_USER", ""),
+                         v("GAZELLE_TEST_TOKEN_REGISTRY_PASSWORD", ""),
+                         v("GAZELLE_TEST_TOKEN_REGISTRY_PULL_USER", ""),
+                         v("GAZELLE_TEST_TOKEN_REGISTRY_PULL_PASSWORD", ""))
+
+
+@pytest.fixture
+def registry_proxy(registry_url: str) -> Iterator[FaultProxy]:
+    """A ``tests.faultproxy.FaultProxy`` in front of the plain registry, fresh for each test: give a
+    client ``registry_proxy.host`` instead of ``registry_url``; it counts the bytes that go up and
+    injects the faults it is told to (``fail``, ``drop``)."""
+    with FaultProxy(registry_url) as proxy:
+        yield proxy
 
 
 @pytest.fixture(scope="session")

@@ -42,6 +42,8 @@ class Settings:
     registry: str | None = None            # HOST[:PORT]/PREFIX
     registry_user: str | None = None
     registry_password: str | None = field(default=None, repr=False)
+    registry_insecure: tuple[str, ...] = ()   # host[:port] spoken to over http (loopback always is)
+    registry_keep: int = 10                # model versions kept in the registry when pruning
     database_url: str | None = None        # None: sqlite:///{data_dir}/gazelle.db
     k8s_namespace: str = "gazelle-models"
     base_images: Mapping[str, str] = field(default_factory=dict)
@@ -64,6 +66,8 @@ class Settings:
             raise ConfigError(f"workers must be at least 1, got {self.workers}")
         if self.threads < 2:
             raise ConfigError(f"threads must be at least 2, got {self.threads}")
+        if self.registry_keep < 1:
+            raise ConfigError(f"GAZELLE_REGISTRY_KEEP must be at least 1, got {self.registry_keep}")
         if self.max_bundle_bytes < 1024:
             raise ConfigError(f"max_bundle_bytes must be at least 1024, got {self.max_bundle_bytes}")
 
@@ -167,6 +171,10 @@ def _json_map(variable: str, raw: str) -> dict[str, str]:
     return value
 
 
+def _hosts(variable: str, raw: str) -> tuple[str, ...]:
+    return tuple(h.strip() for h in raw.split(",") if h.strip())
+
+
 def _stage_delay(variable: str, raw: str) -> dict[str, float]:
     """``build=5,slow:deploy=1``: seconds to sleep inside those stages (of every model, or of model
     ``slow``), for tests of restarts and queues. Never set it in production."""
@@ -190,6 +198,8 @@ _ENV: dict[str, tuple[str, Any]] = {
     "registry": ("GAZELLE_REGISTRY", _str),
     "registry_user": ("GAZELLE_REGISTRY_USER", _str),
     "registry_password": ("GAZELLE_REGISTRY_PASSWORD", _str),
+    "registry_insecure": ("GAZELLE_REGISTRY_INSECURE", _hosts),
+    "registry_keep": ("GAZELLE_REGISTRY_KEEP", _int),
     "database_url": ("GAZELLE_DATABASE_URL", _str),
     "k8s_namespace": ("GAZELLE_K8S_NAMESPACE", _str),
     "base_images": ("GAZELLE_BASE_IMAGES", _json_map),

@@ -13,13 +13,16 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass
-from typing import Callable
+from typing import TYPE_CHECKING, Callable
 
 from gazelle.errors import ConfigError
 from gazelle.server.builders import Builder
 from gazelle.server.pipeline import Publish
 from gazelle.server.settings import TARGETS, Settings
 from gazelle.server.targets import Target
+
+if TYPE_CHECKING:
+    from gazelle.server.builders.append import AppendBuilder
 
 log = logging.getLogger("gazelle.server")
 
@@ -73,3 +76,22 @@ def build(settings: Settings) -> Wiring:
 def secrets_of(settings: Settings) -> tuple[str, ...]:
     """Configured secret values, to scrub from anything recorded."""
     return tuple(s for s in (settings.registry_password,) if s)
+
+
+def append_builder(settings: Settings) -> tuple["AppendBuilder", Publish]:
+    """The append builder and the push stage that publishes its images to ``settings.registry``
+    (``HOST[:PORT]/PREFIX``): for the image targets, and for ``gazelle image``. No I/O.
+
+    Credentials: docker's ``config.json``, then ``GAZELLE_REGISTRY_USER`` / ``_PASSWORD`` for the
+    registry's host; dependency layers are cached under ``{data_dir}/cache``.
+    """
+    if not settings.registry:
+        raise ConfigError("the append builder pushes images: set GAZELLE_REGISTRY (or --registry) "
+                          "to HOST[:PORT]/PREFIX")
+    from gazelle.server.builders.append import AppendBuilder
+    from gazelle.server.registry import image_publisher, open_registry
+
+    registry = open_registry(settings.registry, settings.registry_user, settings.registry_password,
+                             insecure=settings.registry_insecure)
+    return (AppendBuilder(registry, settings.base_images, settings.data_dir / "cache"),
+            image_publisher(registry, settings.registry))
