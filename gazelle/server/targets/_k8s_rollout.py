@@ -41,10 +41,12 @@ class Rollout:
     def wait(self) -> None:
         deadline = time.monotonic() + self.timeout
         while True:
-            pods = self.core.list_namespaced_pod(self.namespace, label_selector=self.selector).items
+            # Pods on their way out (a scale-down just before a rollback scales up again) tell nothing.
+            pods = [pod for pod in self.core.list_namespaced_pod(self.namespace, label_selector=self.selector).items
+                    if pod.metadata.deletion_timestamp is None]
             for pod in pods:
                 self._check(pod)
-            ready = sum(1 for pod in pods if _ready(pod) and pod.metadata.deletion_timestamp is None)
+            ready = sum(1 for pod in pods if _ready(pod))
             if ready:
                 self._say(f"ready {min(ready, self.replicas)}/{self.replicas}")
             if ready >= self.replicas:

@@ -1,0 +1,236 @@
+"""KubernetesTarget on the test environment's real one-node cluster (host-network mode: no pod network
+there), with model images the append builder pushed to the test registry.
+
+The module shares one namespace; tests run in file order and build on each other where the behaviour is
+a sequence (deploy v1, switch, deploy v2 beside it, retire v1, roll back)."""
+from __future__ import annotations
+
+import sys
+import uuid
+from typing import Any, Callable, Iterator
+
+import httpx
+import pytest
+
+from gazelle.bundle import read_manifest, save
+from gazelle.errors import TargetError
+from gazelle.server.artifacts import ImageRef
+from gazelle.server.builders.append import AppendBuilder
+from gazelle.server.registry import open_registry
+from gazelle.server.registry.push import OCIRegistry
+from gazelle.server.targets import Release
+from gazelle.server.targets import _k8s_objects as objects
+from gazelle.server.targets.kubernetes import KubernetesTarget
+from tests.conftest import kube_api
+from tests.integration._local import Boom
+
+MODEL = "wordcount"
+
+
+def scaled_counts(factor: int) -> Callable[[list[str]], list[int]]:
+    def model(texts: list[str]) -> list[int]:
+        return [len(text.split()) * factor for text in texts]
+    return model
+
+
+@pytest.fixture(scope="module")
+def registry() -> Iterator[OCIRegistry]:
+    reg = open_registry(None, None, None)
+    yield reg
+    reg.close()
+
+
+@pytest.fixture(scope="module")
+def image(registry: OCIRegistry, registry_url: str, base_image: str,
+          tmp_path_factory: pytest.TempPathFactory) -> Callable[[Any, str], tuple[ImageRef, dict[str, Any]]]:
+    """Build and push a model image: ``image(model, name) -> (ref, manifest)``."""
+    minor = f"{sys.version_info.major}.{sys.version_info.minor}"
+    builder = AppendBuilder(registry, {minor: base_image}, tmp_path_factory.mktemp("cache"))
+    directory = tmp_path_factory.mktemp("bundles")
+
+    def make(model: Any, name: str) -> tuple[ImageRef, dict[str, Any]]:
+        path = save(model, directory / f"{uuid.uuid4().hex[:8]}.tar", name=name, sample=["a b", "c"])
+        manifest = dict(read_manifest(path))
+        built = builder.build(path, manifest, lambda line: None)
+        return registry.push(built, f"{registry_url}/gazelle-test/{name}", ["t"], lambda line: None), manifest
+    return make
+
+
+@pytest.fixture(scope="module")
+def target(kubeconfig: str, k8s_namespace: str) -> Iterator[KubernetesTarget]:
+    t = KubernetesTarget(objects.Options(namespace=k8s_namespace, host_network=True, progress_deadline=120),
+                         kubeconfig=kubeconfig, keep_versions=2, ready_timeout=150)
+    yield t
+    t.close()
+
+
+@pytest.fixture(scope="module")
+def kube(kubeconfig: str) -> Iterator[Any]:
+    with kube_api(kubeconfig) as api:
+        yield api
+
+
+def release(ref: ImageRef, manifest: dict[str, Any], version: int, **changes: Any) -> Release:
+    values: dict[str, Any] = {"name": manifest["name"], "version": version, "artifact": ref,
+                              "manifest": manifest, "resources": {"cpu": "50m", "memory": "128Mi"}}
+    values.update(changes)
+    return Release(**values)
+
+
+def predict(url: str, rows: list[str]) -> Any:
+    return httpx.post(f"{url}/predict", json={"instances": rows}, timeout=10).json()
+
+
+def names_of(kube: Any, namespace: str, name: str, version: int) -> dict[str, list[str]]:
+    """The objects of one version the cluster holds, by kind."""
+    from kubernetes import client
+
+    selector = f"gazelle.dev/model={name},gazelle.dev/version={version}"
+    return {
+        "deployments": [d.metadata.name for d in client.AppsV1Api(kube).list_namespaced_deployment(
+            namespace, label_selector=selector).items],
+        "services": [s.metadata.name for s in client.CoreV1Api(kube).list_namespaced_service(
+            namespace, label_selector=selector).items],
+        "pods": [p.metadata.name for p in client.CoreV1Api(kube).list_namespaced_pod(
+            namespace, label_selector=selector).items if p.metadata.deletion_timestamp is None],
+    }
+
+
+@pytest.fixture(scope="module")
+def v1(image: Any, target: KubernetesTarget) -> tuple[Release, str]:
+    ref, manifest = image(scaled_counts(1), MODEL)
+    rel = release(ref, manifest, 1)
+    lines: list[str] = []
+    running = target.deploy(rel, lines.append)
+    target.switch(MODEL, 1)
+    assert any(line.startswith("ready 1/1") for line in lines), lines
+    return rel, running.url
+
+
+def test_deployment_and_services_carry_probes_resources_labels_and_the_digest(
+        v1: tuple[Release, str], kube: Any, k8s_namespace: str) -> None:
+    from kubernetes import client
+
+    rel, url = v1
+    dep = client.AppsV1Api(kube).read_namespaced_deployment("gazelle-wordcount-v1", k8s_namespace)
+    (container,) = dep.spec.template.spec.containers
+    assert container.image == str(rel.artifact) and "@sha256:" in container.image
+    assert container.readiness_probe.http_get.path == "/v2/health/ready"
+    assert container.liveness_probe.http_get.path == "/v2/health/live"
+    assert container.startup_probe is not None
+    assert container.resources.requests == {"cpu": "50m", "memory": "128Mi"}
+    assert container.resources.limits == {"memory": "128Mi"}
+    assert container.security_context.read_only_root_filesystem is True
+    assert dep.spec.strategy.rolling_update.max_unavailable == 0
+    assert dep.metadata.labels["app.kubernetes.io/version"] == "1"
+    assert dep.metadata.labels["gazelle.dev/model"] == MODEL
+    core = client.CoreV1Api(kube)
+    assert core.read_namespaced_service("gazelle-wordcount-v1", k8s_namespace).spec.selector == {
+        "gazelle.dev/model": MODEL, "gazelle.dev/version": "1"}
+    stable = core.read_namespaced_service("gazelle-wordcount", k8s_namespace)
+    assert stable.spec.selector == {"gazelle.dev/model": MODEL, "gazelle.dev/version": "1"}
+    assert url.startswith("http://127.0.0.1:")
+
+
+def test_predictions_through_the_pod_url_are_the_models(v1: tuple[Release, str]) -> None:
+    assert predict(v1[1], ["one two three", "four"]) == {"predictions": [3, 1], "model": MODEL, "version": 1}
+
+
+def test_logs_are_the_runtimes_own_lines(v1: tuple[Release, str], target: KubernetesTarget) -> None:
+    lines = target.logs(MODEL, 1, tail=50)
+    assert any('"event":"ready"' in line or '"event": "ready"' in line for line in lines), lines
+
+
+def test_two_replicas_give_two_ready_pods_and_a_disruption_budget(
+        v1: tuple[Release, str], image: Any, target: KubernetesTarget, kube: Any, k8s_namespace: str) -> None:
+    from kubernetes import client
+
+    ref, manifest = image(scaled_counts(2), MODEL)
+    lines: list[str] = []
+    running = target.deploy(release(ref, manifest, 2, replicas=2), lines.append)
+    pods = client.CoreV1Api(kube).list_namespaced_pod(
+        k8s_namespace, label_selector="gazelle.dev/model=wordcount,gazelle.dev/version=2").items
+    ready = [p for p in pods if any(c.type == "Ready" and c.status == "True" for c in p.status.conditions or [])]
+    assert len(ready) == 2
+    assert "ready 2/2" in lines
+    budgets = target._resource(target.options.api.pdb, "PodDisruptionBudget").get(
+        namespace=k8s_namespace, name="gazelle-wordcount-v2")
+    assert budgets.spec.maxUnavailable == 1
+    assert predict(running.url, ["a b"])["predictions"] == [4]
+    assert predict(v1[1], ["a b"])["predictions"] == [2], "version 1 keeps serving beside version 2"
+
+
+def test_switch_then_stop_keeps_the_replaced_version_at_zero_and_rollback_scales_it_back(
+        v1: tuple[Release, str], target: KubernetesTarget, kube: Any, k8s_namespace: str) -> None:
+    from kubernetes import client
+
+    target.switch(MODEL, 2)
+    core, apps = client.CoreV1Api(kube), client.AppsV1Api(kube)
+    assert core.read_namespaced_service("gazelle-wordcount", k8s_namespace).spec.selector[
+        "gazelle.dev/version"] == "2"
+    target.stop(MODEL, 1)
+    kept = apps.read_namespaced_deployment("gazelle-wordcount-v1", k8s_namespace)
+    assert kept.spec.replicas == 0
+    assert {r.version for r in target.running()} == {2}
+    # a rollback: the same release again, no build and no push, only a scale back up
+    running = target.deploy(v1[0], lambda line: None)
+    assert predict(running.url, ["a b c"]) == {"predictions": [3], "model": MODEL, "version": 1}
+    target.switch(MODEL, 1)
+    assert {r.version for r in target.running()} == {1, 2}
+
+
+def test_a_model_that_raises_while_loading_fails_with_its_message_and_leaves_nothing(
+        v1: tuple[Release, str], image: Any, target: KubernetesTarget, kube: Any, k8s_namespace: str) -> None:
+    ref, manifest = image(Boom(), MODEL)
+    with pytest.raises(TargetError) as failed:
+        target.deploy(release(ref, manifest, 7), lambda line: None)
+    assert "the model raised while loading: RuntimeError: boom" in str(failed.value)
+    assert failed.value.detail and "events:" in failed.value.detail
+    found = names_of(kube, k8s_namespace, MODEL, 7)
+    assert not found["deployments"] and not found["services"]
+    assert predict(v1[1], ["a b"])["predictions"] == [2], "the previous version is untouched"
+
+
+def test_an_image_that_cannot_be_pulled_fails_with_the_pull_error_and_leaves_nothing(
+        v1: tuple[Release, str], target: KubernetesTarget, kube: Any, k8s_namespace: str,
+        registry_url: str) -> None:
+    missing = ImageRef(*registry_url.split("/", 1)[:1], "gazelle-test/absent", "sha256:" + "0" * 64)
+    with pytest.raises(TargetError) as failed:
+        target.deploy(release(missing, dict(v1[0].manifest), 8), lambda line: None)
+    message = str(failed.value)
+    assert "cannot be pulled" in message and "absent" in message
+    assert not names_of(kube, k8s_namespace, MODEL, 8)["deployments"]
+    assert not names_of(kube, k8s_namespace, MODEL, 8)["services"]
+
+
+def test_resources_no_node_can_satisfy_fail_with_the_schedulers_reason(
+        v1: tuple[Release, str], target: KubernetesTarget, kube: Any, k8s_namespace: str) -> None:
+    huge = release(v1[0].artifact, dict(v1[0].manifest), 9, resources={"memory": "64Ti"})
+    with pytest.raises(TargetError) as failed:
+        target.deploy(huge, lambda line: None)
+    assert "Insufficient memory" in str(failed.value)
+    assert not names_of(kube, k8s_namespace, MODEL, 9)["deployments"]
+    assert predict(v1[1], ["a b"])["predictions"] == [2]
+
+
+def test_restore_brings_back_the_live_version_and_reports_what_the_store_does_not_know(
+        v1: tuple[Release, str], target: KubernetesTarget) -> None:
+    lines: list[str] = []
+    seen: list[int] = []
+    back = target.restore([v1[0]], lines.append, on_ready=lambda r: seen.append(r.version))
+    assert [(r.version, predict(r.url, ["x y"])["predictions"]) for r in back] == [(1, [2])]
+    assert seen == [1]
+    assert any("wordcount v2 runs in the cluster but is not live in the store" in line for line in lines), lines
+
+
+def test_delete_removes_every_object_of_the_model(
+        v1: tuple[Release, str], target: KubernetesTarget, kube: Any, k8s_namespace: str) -> None:
+    from kubernetes import client
+
+    target.delete(MODEL)
+    for version in (1, 2):
+        found = names_of(kube, k8s_namespace, MODEL, version)
+        assert not found["deployments"] and not found["services"]
+    names = [s.metadata.name for s in client.CoreV1Api(kube).list_namespaced_service(k8s_namespace).items]
+    assert "gazelle-wordcount" not in names
+    assert target.running() == []
