@@ -59,6 +59,8 @@ def build(settings: Settings) -> Wiring:
     if builder_name not in PAIRS[target_name]:
         raise ConfigError(f"the {target_name} target cannot run what the {builder_name} builder makes; "
                           f"valid builders for it: {', '.join(PAIRS[target_name])}")
+    if target_name == "kubernetes":
+        return _kubernetes(settings, builder_name)
     if target_name not in AVAILABLE_TARGETS:
         raise ConfigError(f"the {target_name} target is not available in this version of gazelle; "
                           f"valid targets: {', '.join(AVAILABLE_TARGETS)}")
@@ -71,6 +73,28 @@ def build(settings: Settings) -> Wiring:
     return Wiring(builder=VenvBuilder(settings.data_dir), target=target,
                   stop_models=lambda grace: target.shutdown(grace=grace),
                   start_warnings=lambda: [w for w in (target.sandbox.warning(),) if w])
+
+
+def _kubernetes(settings: Settings, builder_name: str) -> Wiring:
+    """The append builder pushes to the registry; KubernetesTarget runs the digest in the namespace.
+
+    The cluster comes from ``KUBECONFIG`` (or ``~/.kube/config``), else the in-cluster service account.
+    """
+    if builder_name != "append":
+        raise ConfigError(f"the kubernetes target runs what the append builder makes in this version of "
+                          f"gazelle, not the {builder_name} builder; valid builders for it: append")
+    from gazelle.server.targets import _k8s_objects
+    from gazelle.server.targets.kubernetes import KubernetesTarget
+
+    builder, publish = append_builder(settings)
+    options = _k8s_objects.Options(
+        namespace=settings.k8s_namespace, host_network=settings.k8s_host_network,
+        image_pull_secrets=settings.k8s_image_pull_secrets, env_secrets=settings.k8s_env_secrets,
+        ingress_host=settings.k8s_ingress_host, ingress_class=settings.k8s_ingress_class,
+        hpa_max_replicas=settings.k8s_hpa_max_replicas, termination_grace=max(1, int(settings.stop_grace)))
+    target = KubernetesTarget(options, keep_versions=settings.k8s_keep_versions,
+                              ready_timeout=settings.k8s_ready_timeout)
+    return Wiring(builder=builder, target=target, publish=publish)
 
 
 def secrets_of(settings: Settings) -> tuple[str, ...]:

@@ -17,7 +17,6 @@ from gazelle.errors import TargetError
 from gazelle.server.artifacts import ImageRef
 from gazelle.server.builders.append import AppendBuilder
 from gazelle.server.registry import open_registry
-from gazelle.server.registry.push import OCIRegistry
 from gazelle.server.targets import Release
 from gazelle.server.targets import _k8s_objects as objects
 from gazelle.server.targets.kubernetes import KubernetesTarget
@@ -34,17 +33,11 @@ def scaled_counts(factor: int) -> Callable[[list[str]], list[int]]:
 
 
 @pytest.fixture(scope="module")
-def registry() -> Iterator[OCIRegistry]:
-    reg = open_registry(None, None, None)
-    yield reg
-    reg.close()
-
-
-@pytest.fixture(scope="module")
-def image(registry: OCIRegistry, registry_url: str, base_image: str,
-          tmp_path_factory: pytest.TempPathFactory) -> Callable[[Any, str], tuple[ImageRef, dict[str, Any]]]:
-    """Build and push a model image: ``image(model, name) -> (ref, manifest)``."""
+def image(registry_url: str, base_image: str,
+          tmp_path_factory: pytest.TempPathFactory) -> Iterator[Callable[[Any, str], tuple[ImageRef, dict[str, Any]]]]:
+    """Build and push a model image: ``image(model, name) -> (ref, manifest)``; one warm dependency cache."""
     minor = f"{sys.version_info.major}.{sys.version_info.minor}"
+    registry = open_registry(None, None, None)
     builder = AppendBuilder(registry, {minor: base_image}, tmp_path_factory.mktemp("cache"))
     directory = tmp_path_factory.mktemp("bundles")
 
@@ -53,7 +46,8 @@ def image(registry: OCIRegistry, registry_url: str, base_image: str,
         manifest = dict(read_manifest(path))
         built = builder.build(path, manifest, lambda line: None)
         return registry.push(built, f"{registry_url}/gazelle-test/{name}", ["t"], lambda line: None), manifest
-    return make
+    yield make
+    registry.close()
 
 
 @pytest.fixture(scope="module")
