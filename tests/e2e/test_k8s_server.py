@@ -1,0 +1,111 @@
+"""``gazelle server --target kubernetes`` end to end: the append builder pushes to the test registry, the
+versions run on the test cluster (host-network mode), the gateway and the stable Service follow the live
+version, a failed deploy leaves the live one serving, a rollback runs no build and no push."""
+from __future__ import annotations
+
+import json
+import sys
+from typing import Any, Iterator
+
+import pytest
+
+from tests.conftest import kube_api
+from tests.integration._server import Boom, ServerProcess, bundle, doubled_lengths, lengths, start_server, wait_for
+
+NAME = "lengths"
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory: pytest.TempPathFactory, kubeconfig: str, k8s_namespace: str, registry_url: str,
+           base_image: str) -> Iterator[ServerProcess]:
+    minor = f"{sys.version_info.major}.{sys.version_info.minor}"
+    env = {"GAZELLE_TARGET": "kubernetes", "GAZELLE_REGISTRY": f"{registry_url}/gazelle-k8s-e2e",
+           "GAZELLE_BASE_IMAGES": json.dumps({minor: base_image}), "KUBECONFIG": kubeconfig,
+           "GAZELLE_K8S_NAMESPACE": k8s_namespace, "GAZELLE_K8S_HOST_NETWORK": "true",
+           "GAZELLE_K8S_READY_TIMEOUT": "150"}
+    process = start_server(tmp_path_factory.mktemp("k8s-server") / "data", env=env)
+    yield process
+    process.terminate()
+
+
+@pytest.fixture(scope="module")
+def kube(kubeconfig: str) -> Iterator[Any]:
+    with kube_api(kubeconfig) as api:
+        yield api
+
+
+def stages(job: dict[str, Any]) -> dict[str, str]:
+    return {s["name"]: s["status"] for s in job["stages"]}
+
+
+def live_selector(kube: Any, namespace: str) -> str:
+    from kubernetes import client
+
+    return str(client.CoreV1Api(kube).read_namespaced_service(f"gazelle-{NAME}", namespace)
+               .spec.selector["gazelle.dev/version"])
+
+
+def test_a_deploy_goes_live_on_the_cluster_and_answers_through_the_gateway(
+        server: ServerProcess, kube: Any, k8s_namespace: str) -> None:
+    job = server.deploy(NAME, bundle(lengths, NAME))
+    assert job["status"] == "succeeded", json.dumps(job, indent=1)
+    answer = server.predict(f"/m/{NAME}/predict", ["ab", "abc"])
+    assert answer.json()["predictions"] == [2, 3]
+    assert live_selector(kube, k8s_namespace) == "1"
+    assert "ready 1/1" in server.events(job["id"])
+
+
+def test_a_redeploy_switches_the_gateway_and_the_stable_service_and_keeps_v1_at_zero(
+        server: ServerProcess, kube: Any, k8s_namespace: str) -> None:
+    from kubernetes import client
+
+    job = server.deploy(NAME, bundle(doubled_lengths, NAME))
+    assert job["status"] == "succeeded", json.dumps(job, indent=1)
+    assert server.predict(f"/m/{NAME}/predict", ["ab"]).json()["predictions"] == [4]
+    assert live_selector(kube, k8s_namespace) == "2"
+    apps = client.AppsV1Api(kube)
+
+    def retired() -> bool:
+        return apps.read_namespaced_deployment(f"gazelle-{NAME}-v1", k8s_namespace).spec.replicas == 0
+
+    wait_for(retired, "version 1 scaled to zero after the drain")
+
+
+def test_a_model_that_raises_while_loading_fails_the_deploy_stage_with_its_message(
+        server: ServerProcess, kube: Any, k8s_namespace: str) -> None:
+    from kubernetes import client
+
+    job = server.deploy(NAME, bundle(Boom(), NAME))
+    assert job["status"] == "failed"
+    failed = [s for s in job["stages"] if s["status"] == "failed"]
+    assert failed and failed[0]["name"] == "deploy"
+    assert "the model raised while loading: RuntimeError: boom while loading" in json.dumps(job)
+    leftover = client.AppsV1Api(kube).list_namespaced_deployment(
+        k8s_namespace, label_selector=f"gazelle.dev/model={NAME},gazelle.dev/version={job['version']}").items
+    assert leftover == []
+    assert server.predict(f"/m/{NAME}/predict", ["ab"]).json()["predictions"] == [4], "v2 keeps serving"
+
+
+def test_rollback_scales_version_1_back_up_without_a_build_or_a_push(
+        server: ServerProcess, kube: Any, k8s_namespace: str) -> None:
+    with server.client() as c:
+        answer = c.post(f"/api/v1/models/{NAME}/rollback", json={"version": 1})
+    assert answer.status_code == 202, answer.text
+    job = server.wait_job(answer.json()["job"])
+    assert job["status"] == "succeeded", json.dumps(job, indent=1)
+    assert stages(job)["build"] == "skipped" and stages(job)["push"] == "skipped"
+    assert server.predict(f"/m/{NAME}/predict", ["ab"]).json()["predictions"] == [2]
+    assert live_selector(kube, k8s_namespace) == "1"
+
+
+def test_delete_removes_the_models_objects_from_the_cluster(
+        server: ServerProcess, kube: Any, k8s_namespace: str) -> None:
+    from kubernetes import client
+
+    with server.client() as c:
+        answer = c.delete(f"/api/v1/models/{NAME}")
+    assert answer.status_code == 200, answer.text
+    assert server.wait_job(answer.json()["job"])["status"] == "succeeded"
+    selector = f"gazelle.dev/model={NAME}"
+    assert client.AppsV1Api(kube).list_namespaced_deployment(k8s_namespace, label_selector=selector).items == []
+    assert client.CoreV1Api(kube).list_namespaced_service(k8s_namespace, label_selector=selector).items == []
