@@ -228,3 +228,26 @@ def test_delete_removes_every_object_of_the_model(
     names = [s.metadata.name for s in client.CoreV1Api(kube).list_namespaced_service(k8s_namespace).items]
     assert "gazelle-wordcount" not in names
     assert target.running() == []
+
+
+def test_the_cluster_accepts_every_object_kind_with_the_api_versions_discovery_chose(
+        target: KubernetesTarget, k8s_namespace: str) -> None:
+    from dataclasses import replace
+
+    dynamic = target._resources()
+    assert target.options.api.pdb == "policy/v1beta1" and target.options.api.hpa == "autoscaling/v2beta2", \
+        "the test cluster is Kubernetes 1.20"
+    options = replace(target.options, image_pull_secrets=("regcred",), env_secrets=("model-keys",),
+                      ingress_host="{name}.models.example.com", ingress_class="nginx", hpa_max_replicas=4)
+    ref = ImageRef("127.0.0.1:5000", "gazelle-test/any", "sha256:" + "ab" * 32)
+    rel = Release(name="every", version=1, artifact=ref, manifest={}, replicas=2)
+    made = [*objects.version_objects(rel, options, 20500), objects.stable_service("every", 1, options, 20500),
+            objects.ingress("every", options)]
+    accepted = []
+    for obj in made:
+        assert obj is not None
+        answer = dynamic.resources.get(api_version=obj["apiVersion"], kind=obj["kind"]).create(
+            body=obj, namespace=k8s_namespace, dry_run="All")
+        accepted.append(answer.kind)
+    assert sorted(accepted) == sorted(["Deployment", "Service", "PodDisruptionBudget", "HorizontalPodAutoscaler",
+                                       "Service", "Ingress"])
