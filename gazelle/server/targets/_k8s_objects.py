@@ -177,8 +177,9 @@ def deployment(release: Release, options: Options, port: int) -> dict[str, Any]:
         "imagePullPolicy": "IfNotPresent",
         "env": env,
         "resources": resources(release.resources),
-        "startupProbe": _probe("/v2/health/live", target, period=2, failures=max(1, options.startup_seconds // 2)),
-        "readinessProbe": _probe("/v2/health/ready", target, period=2, failures=3),
+        # Probed every second while starting: a deploy waits for the first probe after the model loads.
+        "startupProbe": _probe("/v2/health/live", target, period=1, failures=max(1, options.startup_seconds)),
+        "readinessProbe": _probe("/v2/health/ready", target, period=1, failures=3),
         "livenessProbe": _probe("/v2/health/live", target, period=10, failures=3),
         "securityContext": {"runAsNonRoot": True, "runAsUser": RUNTIME_UID, "runAsGroup": RUNTIME_UID,
                             "allowPrivilegeEscalation": False, "readOnlyRootFilesystem": True,
