@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import sys
+import threading
 from typing import Any, Iterator
 
 import pytest
@@ -15,15 +16,22 @@ from tests.integration._server import Boom, ServerProcess, bundle, doubled_lengt
 NAME = "lengths"
 
 
+def tripled_lengths(rows: list[str]) -> list[int]:
+    return [3 * len(r) for r in rows]
+
+
 @pytest.fixture(scope="module")
-def server(tmp_path_factory: pytest.TempPathFactory, kubeconfig: str, k8s_namespace: str, registry_url: str,
-           base_image: str) -> Iterator[ServerProcess]:
+def server_env(kubeconfig: str, k8s_namespace: str, registry_url: str, base_image: str) -> dict[str, str]:
     minor = f"{sys.version_info.major}.{sys.version_info.minor}"
-    env = {"GAZELLE_TARGET": "kubernetes", "GAZELLE_REGISTRY": f"{registry_url}/gazelle-k8s-e2e",
-           "GAZELLE_BASE_IMAGES": json.dumps({minor: base_image}), "KUBECONFIG": kubeconfig,
-           "GAZELLE_K8S_NAMESPACE": k8s_namespace, "GAZELLE_K8S_HOST_NETWORK": "true",
-           "GAZELLE_K8S_READY_TIMEOUT": "150"}
-    process = start_server(tmp_path_factory.mktemp("k8s-server") / "data", env=env)
+    return {"GAZELLE_TARGET": "kubernetes", "GAZELLE_REGISTRY": f"{registry_url}/gazelle-k8s-e2e",
+            "GAZELLE_BASE_IMAGES": json.dumps({minor: base_image}), "KUBECONFIG": kubeconfig,
+            "GAZELLE_K8S_NAMESPACE": k8s_namespace, "GAZELLE_K8S_HOST_NETWORK": "true",
+            "GAZELLE_K8S_READY_TIMEOUT": "150"}
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory: pytest.TempPathFactory, server_env: dict[str, str]) -> Iterator[ServerProcess]:
+    process = start_server(tmp_path_factory.mktemp("k8s-server") / "data", env=server_env)
     yield process
     process.terminate()
 
@@ -98,6 +106,31 @@ def test_rollback_scales_version_1_back_up_without_a_build_or_a_push(
     assert live_selector(kube, k8s_namespace) == "1"
 
 
+def test_a_redeploy_under_traffic_loses_no_request_and_never_goes_back(server: ServerProcess) -> None:
+    answers: list[tuple[int, Any]] = []
+    done = threading.Event()
+
+    def traffic() -> None:
+        with server.client() as c:
+            while not done.is_set():
+                r = c.post(f"/m/{NAME}/predict", json={"instances": ["ab"]})
+                answers.append((r.status_code, r.json().get("version") if r.status_code == 200 else r.text))
+
+    thread = threading.Thread(target=traffic)
+    thread.start()
+    try:
+        job = server.deploy(NAME, bundle(tripled_lengths, NAME))
+        wait_for(lambda: any(a[1] == job["version"] for a in answers[-5:]), "answers from the new version")
+    finally:
+        done.set()
+        thread.join(30)
+    assert job["status"] == "succeeded", json.dumps(job, indent=1)
+    assert [a for a in answers if a[0] != 200] == []
+    versions = [a[1] for a in answers]
+    first_new = versions.index(job["version"])
+    assert set(versions[:first_new]) == {1} and set(versions[first_new:]) == {job["version"]}
+
+
 def test_delete_removes_the_models_objects_from_the_cluster(
         server: ServerProcess, kube: Any, k8s_namespace: str) -> None:
     from kubernetes import client
@@ -109,3 +142,28 @@ def test_delete_removes_the_models_objects_from_the_cluster(
     selector = f"gazelle.dev/model={NAME}"
     assert client.AppsV1Api(kube).list_namespaced_deployment(k8s_namespace, label_selector=selector).items == []
     assert client.CoreV1Api(kube).list_namespaced_service(k8s_namespace, label_selector=selector).items == []
+
+
+def test_a_restarted_server_serves_again_after_a_pod_was_deleted_and_its_store_matches_the_cluster(
+        server: ServerProcess, server_env: dict[str, str], kube: Any, k8s_namespace: str) -> None:
+    from kubernetes import client
+
+    name = "restarts"
+    job = server.deploy(name, bundle(lengths, name))
+    assert job["status"] == "succeeded", json.dumps(job, indent=1)
+    server.kill()
+    core = client.CoreV1Api(kube)
+    selector = f"gazelle.dev/model={name},gazelle.dev/version=1"
+    (pod,) = core.list_namespaced_pod(k8s_namespace, label_selector=selector).items
+    core.delete_namespaced_pod(pod.metadata.name, k8s_namespace, grace_period_seconds=0)
+    again = start_server(server.data_dir, env=server_env)
+    try:
+        wait_for(lambda: again.predict(f"/m/{name}/predict", ["abcd"]).status_code == 200,
+                 "the gateway serving the restored version", timeout=150)
+        assert again.predict(f"/m/{name}/predict", ["abcd"]).json()["predictions"] == [4]
+        model = again.model(name)
+        assert model["live_version"] == 1, model
+        pods = core.list_namespaced_pod(k8s_namespace, label_selector=selector).items
+        assert [p.metadata.name for p in pods if p.metadata.deletion_timestamp is None] != [pod.metadata.name]
+    finally:
+        again.terminate()
