@@ -38,17 +38,8 @@ from expenses import make_corpus, train  # noqa: E402
 from gazelle.client.localserver import LocalServer  # noqa: E402
 from tests.conftest import kube_api, testenv_vars  # noqa: E402
 
-EXAMPLE, EXPECTED = "Taxi to conference", "2770 Travel expenses"
-
-
-def until_correct(start: float, ep: Any, name: str) -> float:
-    deadline = start + 600
-    while str(ep.predict([EXAMPLE])[0]) != EXPECTED:
-        if time.perf_counter() > deadline:
-            raise SystemExit(f"{name}: no correct prediction within 600 s")
-        time.sleep(0.01)
-    return time.perf_counter() - start
-
+sys.path.insert(0, str(ROOT / "bench"))
+from deploy import until_correct  # noqa: E402
 
 def timed(call: Callable[[], Any], name: str) -> float:
     start = time.perf_counter()

@@ -10,7 +10,7 @@ from typing import Any, Iterator
 
 import pytest
 
-from tests.conftest import kube_api
+from tests.e2e._k8s import kube  # noqa: F401  (a fixture)
 from tests.integration._server import Boom, ServerProcess, bundle, doubled_lengths, lengths, start_server, wait_for
 
 NAME = "lengths"
@@ -34,12 +34,6 @@ def server(tmp_path_factory: pytest.TempPathFactory, server_env: dict[str, str])
     process = start_server(tmp_path_factory.mktemp("k8s-server") / "data", env=server_env)
     yield process
     process.terminate()
-
-
-@pytest.fixture(scope="module")
-def kube(kubeconfig: str) -> Iterator[Any]:
-    with kube_api(kubeconfig) as api:
-        yield api
 
 
 def stages(job: dict[str, Any]) -> dict[str, str]:

@@ -20,7 +20,7 @@ from gazelle.server.registry import open_registry
 from gazelle.server.targets import Release
 from gazelle.server.targets import _k8s_objects as objects
 from gazelle.server.targets.kubernetes import KubernetesTarget
-from tests.conftest import kube_api
+from tests.e2e._k8s import kube  # noqa: F401  (a fixture)
 from tests.integration._local import Boom
 
 MODEL = "wordcount"
@@ -56,12 +56,6 @@ def target(kubeconfig: str, k8s_namespace: str) -> Iterator[KubernetesTarget]:
                          kubeconfig=kubeconfig, keep_versions=2, ready_timeout=150)
     yield t
     t.close()
-
-
-@pytest.fixture(scope="module")
-def kube(kubeconfig: str) -> Iterator[Any]:
-    with kube_api(kubeconfig) as api:
-        yield api
 
 
 def release(ref: ImageRef, manifest: dict[str, Any], version: int, **changes: Any) -> Release:
