@@ -11,9 +11,10 @@ PIP_FLAGS ?= -q
 
 venv: $(VENV)/.installed
 
-$(VENV)/.installed: setup.cfg requirements/dev.txt requirements/constraints.txt
+$(VENV)/.installed: setup.cfg requirements/dev.txt requirements/kserve.txt requirements/constraints.txt
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install $(PIP_FLAGS) -c requirements/constraints.txt -r requirements/dev.txt -e '.[all]'
+	$(PY) -m pip install $(PIP_FLAGS) --no-deps -c requirements/constraints.txt -r requirements/kserve.txt
 	touch $@
 
 lint: venv

@@ -308,6 +308,8 @@ def _parse_manifest(raw: bytes) -> dict[str, Any]:
         manifest = json.loads(raw.decode("utf-8"))
     except (UnicodeDecodeError, ValueError) as exc:
         raise BundleError(f"the bundle's {MANIFEST} is not valid JSON ({exc})") from None
+    except RecursionError:
+        raise BundleError(f"the bundle's {MANIFEST} is nested too deeply to be a manifest") from None
     if not isinstance(manifest, dict):
         raise BundleError(f"the bundle's {MANIFEST} is not a JSON object")
     fmt = manifest.get("format")
@@ -326,7 +328,55 @@ def _parse_manifest(raw: bytes) -> dict[str, Any]:
     sha = manifest["model_sha256"]
     if not isinstance(sha, str) or len(sha) != 64:
         raise BundleError(f"the bundle's {MANIFEST} has no valid model_sha256")
+    _check_types(manifest)
     return manifest
+
+
+# What each manifest field must be, so that no reader (server, runtime) trips over a wrong type.
+_FIELD_TYPES: dict[str, tuple[type, ...]] = {
+    "gazelle": (str,), "python": (str,), "platform": (str,), "serializer": (dict,),
+    "requirements": (list,), "by_value": (list,), "method": (str,), "proba": (bool,),
+    "classes": (list, type(None)), "input_schema": (dict,), "output_schema": (dict,),
+    "sample": (list, type(None)), "expected": (list, type(None)),
+}
+_SCHEMA_TYPES = ("text", "tensor", "table", "any", "labels")
+
+
+def _check_types(manifest: Mapping[str, Any]) -> None:
+    for key, types in _FIELD_TYPES.items():
+        if not isinstance(manifest[key], types):
+            wanted = " or ".join("null" if t is type(None) else _JSON_NAMES.get(t, t.__name__) for t in types)
+            raise BundleError(f"the bundle's {MANIFEST} field {key} must be {wanted}, "
+                              f"got {_JSON_NAMES.get(type(manifest[key]), type(manifest[key]).__name__)}")
+    for key in ("requirements", "by_value"):
+        if not all(isinstance(item, str) for item in manifest[key]):
+            raise BundleError(f"the bundle's {MANIFEST} field {key} must list strings only")
+    for key in ("input_schema", "output_schema"):
+        _check_schema(manifest[key], key)
+
+
+def _check_schema(sch: Mapping[str, Any], key: str) -> None:
+    where = f"the bundle's {MANIFEST} field {key}"
+    kind = sch.get("type")
+    if kind not in _SCHEMA_TYPES:
+        raise BundleError(f"{where} has an unknown type {kind!r}; known: {', '.join(_SCHEMA_TYPES)}")
+    if kind in ("tensor", "labels") and not isinstance(sch.get("dtype", "object"), str):
+        raise BundleError(f"{where}.dtype must be a string")
+    if kind == "tensor":
+        shape = sch.get("shape")
+        if (not isinstance(shape, list) or not shape
+                or not all(d is None or (type(d) is int and d >= 0) for d in shape)):
+            raise BundleError(f"{where}.shape must be a list of sizes or nulls, like [null, 4]")
+    if kind == "table":
+        columns = sch.get("columns")
+        if not isinstance(columns, list) or not all(
+                isinstance(c, dict) and isinstance(c.get("name"), str) and isinstance(c.get("dtype"), str)
+                and isinstance(c.get("categories", []), list) for c in columns):
+            raise BundleError(f"{where}.columns must be a list of {{\"name\", \"dtype\"}} objects")
+
+
+_JSON_NAMES = {dict: "an object", list: "a list", str: "a string", bool: "true or false",
+               int: "a number", float: "a number", type(None): "null"}
 
 
 def _check_sha(pickled: bytes, manifest: Mapping[str, Any]) -> None:

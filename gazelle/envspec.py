@@ -33,6 +33,7 @@ import cloudpickle
 from packaging.requirements import InvalidRequirement, Requirement
 from packaging.utils import canonicalize_name
 
+from gazelle import pickling
 from gazelle.errors import BadRequest, BundleError, ConfigError, EnvironmentMismatch
 
 PROTOCOL = min(5, pickle.HIGHEST_PROTOCOL)
@@ -148,8 +149,8 @@ def _is_local(module: str, owners: Mapping[str, list[str]]) -> bool:
 
 
 def dumps(model: Any, protocol: int = PROTOCOL) -> tuple[bytes, list[str]]:
-    """Pickle ``model`` with cloudpickle, local modules by value. Returns the bytes and the names of
-    the modules that travel by value.
+    """Pickle ``model`` with cloudpickle, local modules by value, the same bytes in every process
+    (:mod:`gazelle.pickling`). Returns the bytes and the names of the modules that travel by value.
 
     A first pass pickles by reference; the local modules it references are registered with
     ``cloudpickle.register_pickle_by_value`` and the model pickled again, until none is left.
@@ -158,7 +159,7 @@ def dumps(model: Any, protocol: int = PROTOCOL) -> tuple[bytes, list[str]]:
     owners = _owners()
     registered: list[ModuleType] = []
     try:
-        pickled = cloudpickle.dumps(model, protocol=protocol)
+        pickled = pickling.dumps(model, protocol)
         for _ in range(_MAX_PASSES):
             referenced, _ = pickle_modules(pickled)
             local = sorted(m for m in referenced if _is_local(m, owners) and m in sys.modules)
@@ -167,7 +168,7 @@ def dumps(model: Any, protocol: int = PROTOCOL) -> tuple[bytes, list[str]]:
             for name in local:
                 cloudpickle.register_pickle_by_value(sys.modules[name])
                 registered.append(sys.modules[name])
-            pickled = cloudpickle.dumps(model, protocol=protocol)
+            pickled = pickling.dumps(model, protocol)
     finally:
         for module in registered:
             cloudpickle.unregister_pickle_by_value(module)

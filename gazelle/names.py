@@ -5,7 +5,7 @@ import re
 
 from gazelle.errors import InvalidName
 
-_LABEL = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
+_LABEL = re.compile(r"[a-z0-9]([-a-z0-9]*[a-z0-9])?")
 MAX_LENGTH = 40  # leaves room for "-v{version}" suffixes inside Kubernetes' 63-character limit
 
 
@@ -17,7 +17,8 @@ def validate_name(name: object) -> str:
         raise InvalidName("model name is empty")
     if len(name) > MAX_LENGTH:
         raise InvalidName(f"model name {name!r} is {len(name)} characters long; the limit is {MAX_LENGTH}")
-    if not _LABEL.match(name):
+    # fullmatch: a "$" would also match before a final newline, and "churn\n" would pass.
+    if not _LABEL.fullmatch(name):
         raise InvalidName(
             f"model name {name!r} is not a DNS-1123 label",
             hint="use lowercase letters, digits and '-', starting and ending with a letter or digit",

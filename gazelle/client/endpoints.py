@@ -61,7 +61,7 @@ class Endpoint:
             self._client = None
 
     def _post(self, X: Any, *, proba: bool = False) -> dict[str, Any]:
-        from gazelle.schema import rows
+        from gazelle.schema.inference import rows
 
         if isinstance(X, (str, bytes, dict)):
             raise BadRequest(f"{self.name} predicts rows: pass a list of them, e.g. [{X!r:.40}]")

@@ -5,7 +5,8 @@
 Routes: ``POST /predict``; the Open Inference Protocol v2 (``/v2/health/live|ready``,
 ``/v2/models/{name}[/versions/{v}][/ready|/infer]``); ``GET /metadata``, ``/openapi.json``,
 ``/metrics``; ``GET /`` the try-it page. The work sits in :mod:`gazelle.runtime.dataplane`; reading and
-parsing bodies in :mod:`gazelle.runtime.wire`; the mapping of errors to answers in
+parsing bodies in :mod:`gazelle.runtime.wire` (v2's JSON-or-binary framing and its error shape in
+:mod:`gazelle.runtime.v2wire`); the mapping of errors to answers in
 :mod:`gazelle.runtime.errors`. Everything that does not depend on the request (metadata, OpenAPI,
 the try-it page) is rendered once here, before gunicorn forks.
 
@@ -26,7 +27,7 @@ from werkzeug.routing import Rule
 
 import gazelle
 from gazelle import bundle as bundles
-from gazelle.runtime import errors, loader, logs, openapi, wire
+from gazelle.runtime import errors, loader, logs, openapi, v2wire, wire
 from gazelle.runtime.dataplane import DataPlane
 from gazelle.runtime.errors import ModelFailure
 from gazelle.runtime.metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE
@@ -102,7 +103,8 @@ def build_app(loaded: loader.Loaded, settings: RuntimeSettings) -> Flask:
     metadata = orjson.dumps(plane.metadata())
     v2_metadata = orjson.dumps(plane.v2_metadata())
     spec = orjson.dumps(openapi.build(plane))
-    server = orjson.dumps({"name": "gazelle", "version": gazelle.__version__, "extensions": []})
+    server = orjson.dumps({"name": "gazelle", "version": gazelle.__version__,
+                           "extensions": [v2wire.EXTENSION]})
     with app.app_context():
         page = render_template("tryit.html", **_page_context(plane)).encode()
 
@@ -166,15 +168,24 @@ def build_app(loaded: loader.Loaded, settings: RuntimeSettings) -> Flask:
     @app.post("/v2/models/<name>/versions/<version>/infer")
     def v2_infer(name: str, version: str | None = None) -> Response:
         plane.check_model(name, version)
-        answer, rows = plane.infer(read_json())
+        environ = request.environ
+        length = v2wire.header_length(environ)
+        head, binary = v2wire.split(wire.read_body(environ, limit), length)
+        body = wire.parse_json(head)
+        v2wire.attach_binary_inputs(body, binary)
+        wanted_binary = v2wire.binary_outputs(body) if isinstance(body, dict) else {}
+        answer, rows = plane.infer(body)
         metrics.rows.inc(rows)
-        return _json(answer)
+        data, headers = v2wire.encode(answer, wanted_binary)
+        return Response(data, headers=headers)
 
     def error_response(err: Exception, environ: dict[str, Any], method: str, path: str) -> Response:
         if isinstance(err, ModelFailure):
             metrics.model_errors.inc()
         status, body, headers = errors.error_answer(
             err, request_id=environ.get("gazelle.request_id", "-"), method=method, path=path)
+        if path == "/v2" or path.startswith("/v2/"):
+            body = v2wire.error_body(body)
         return _json(body, status, headers)
 
     @app.errorhandler(Exception)

@@ -3,7 +3,7 @@
 A v2 request carries named tensors: ``{"name", "shape", "datatype", "data"}`` with ``data`` flat in
 row-major order (nested lists are accepted too). One small codec class per input schema type turns the
 tensors into the same JSON rows ``/predict`` receives, so both endpoints share one validation
-(``schema.decode``) and one model call:
+(:func:`gazelle.schema.decoding.decode`) and one model call:
 
 - text:   one BYTES tensor of shape ``[n]`` (or ``[n, 1]``): n strings.
 - tensor: one numeric tensor of shape ``[n, ...]`` matching the schema's row shape.
@@ -144,14 +144,15 @@ class AnyCodec(InputCodec):
         tensor = self._single(inputs)
         data = tensor.get("data")
         if not isinstance(data, list):
-            raise SchemaError("inputs[0].data", f"expected a list, got {_json_type(data)}")
+            raise SchemaError("inputs[0].data", f"expected a list, got {json_type(data)}")
         return data
 
 
 def _expect_datatype(tensor: Mapping[str, Any], i: int, allowed: frozenset[str] | set[str]) -> None:
     given = tensor.get("datatype")
-    if given not in KNOWN:
-        raise SchemaError(f"inputs[{i}].datatype", f"unknown datatype {given!r}")
+    if not isinstance(given, str) or given not in KNOWN:
+        raise SchemaError(f"inputs[{i}].datatype",
+                          f"unknown datatype {shorten(given)}; known: {', '.join(sorted(KNOWN))}")
     if given not in allowed:
         raise SchemaError(f"inputs[{i}].datatype", f"expected {' or '.join(sorted(allowed))}, got {given}")
 
@@ -160,14 +161,14 @@ def _shape(tensor: Mapping[str, Any], i: int) -> list[int]:
     shape = tensor.get("shape")
     if (not isinstance(shape, list) or not shape
             or not all(isinstance(d, int) and not isinstance(d, bool) and d >= 0 for d in shape)):
-        raise SchemaError(f"inputs[{i}].shape", f"expected a list of sizes like [2, 3], got {_short(shape)}")
+        raise SchemaError(f"inputs[{i}].shape", f"expected a list of sizes like [2, 3], got {shorten(shape)}")
     return shape
 
 
 def _flat(tensor: Mapping[str, Any], i: int, shape: list[int]) -> list[Any]:
     data = tensor.get("data")
     if not isinstance(data, list):
-        raise SchemaError(f"inputs[{i}].data", f"expected a list, got {_json_type(data)}")
+        raise SchemaError(f"inputs[{i}].data", f"expected a list, got {json_type(data)}")
     flat = _flatten(data, len(shape)) if data and isinstance(data[0], list) else data
     if len(flat) != math.prod(shape):
         raise SchemaError(f"inputs[{i}].data",
@@ -230,12 +231,13 @@ def output_metadata(name: str, schema: Mapping[str, Any]) -> dict[str, Any]:
     return {"name": name, "datatype": datatype(schema.get("dtype", "object")), "shape": shape}
 
 
-def _json_type(value: Any) -> str:
+def json_type(value: Any) -> str:
+    """The JSON name of a parsed value's type, for messages."""
     if value is None:
         return "null"
     return {dict: "object", list: "array", str: "string", bool: "boolean"}.get(type(value), "number")
 
 
-def _short(value: Any) -> str:
+def shorten(value: Any) -> str:
     text = orjson.dumps(value, default=str).decode()
     return text if len(text) <= 60 else text[:57] + "..."

@@ -13,9 +13,11 @@ from dataclasses import dataclass
 from typing import Any, Callable, Mapping
 
 import gazelle
-from gazelle import schema
+from gazelle.schema.decoding import decode
+from gazelle.schema.encoding import jsonable
 from gazelle.errors import BadRequest, NotFound, SchemaError
 from gazelle.runtime import codecs
+from gazelle.runtime.codecs import json_type
 from gazelle.runtime.errors import ModelFailure, ModelLoadFailed
 
 PLATFORM = "gazelle"
@@ -47,7 +49,7 @@ class DataPlane:
         self._proba: Callable[[Any], Any] | None = proba
         classes = manifest.get("classes")
         if classes is None and proba is not None:
-            classes = schema.jsonable(getattr(model, "classes_", []))
+            classes = jsonable(getattr(model, "classes_", []))
         self.classes: list[Any] | None = list(classes) if classes is not None else None
         self._class_keys = [str(c) for c in self.classes or []]
         self._codec = codecs.input_codec(self.input_schema)
@@ -63,7 +65,7 @@ class DataPlane:
         if proba and self._proba is None:
             raise BadRequest("this model has no predict_proba: ask without proba=true")
         try:
-            features = schema.decode(rows, self.input_schema, field)
+            features = decode(rows, self.input_schema, field)
         except RecursionError:
             raise BadRequest(f"{field} is nested too deeply to be a batch of rows") from None
         predictions = self._call(self._predict, features)
@@ -76,7 +78,7 @@ class DataPlane:
         except Exception as err:
             raise ModelFailure(err) from err
         try:
-            return schema.jsonable(output)
+            return jsonable(output)
         except Exception as err:
             raise ModelFailure(err, what="the model's output is not JSON-friendly:") from err
 
@@ -85,13 +87,13 @@ class DataPlane:
     def predict(self, body: Any, *, proba: bool = False) -> tuple[dict[str, Any], int]:
         """The answer to ``POST /predict`` and the number of rows predicted."""
         if not isinstance(body, dict):
-            raise SchemaError("", f'expected a JSON object {{"instances": [row, ...]}}, got {_json_type(body)}')
+            raise SchemaError("", f'expected a JSON object {{"instances": [row, ...]}}, got {json_type(body)}')
         if "instances" not in body:
             hint = " (v2 inputs go to /v2/models/{name}/infer)" if "inputs" in body else ""
             raise SchemaError("instances", f'missing: send {{"instances": [row, ...]}}{hint}')
         instances = body["instances"]
         if not isinstance(instances, list):
-            raise SchemaError("instances", f"expected a list of rows, got {_json_type(instances)}")
+            raise SchemaError("instances", f"expected a list of rows, got {json_type(instances)}")
         outcome = self.run(instances, field="instances", proba=proba)
         answer: dict[str, Any] = {"predictions": outcome.predictions, "model": self.name,
                                   "version": self.version}
@@ -121,14 +123,16 @@ class DataPlane:
     def infer(self, body: Any) -> tuple[dict[str, Any], int]:
         """The answer to ``POST /v2/models/{name}/infer`` and the number of rows predicted."""
         if not isinstance(body, dict):
-            raise SchemaError("", f'expected a JSON object {{"inputs": [...]}}, got {_json_type(body)}')
+            raise SchemaError("", f'expected a JSON object {{"inputs": [...]}}, got {json_type(body)}')
         inputs = body.get("inputs")
         if not isinstance(inputs, list) or not inputs:
             raise SchemaError("inputs", "expected a non-empty list of input tensors "
                                         '({"name", "shape", "datatype", "data"})')
         for i, tensor in enumerate(inputs):
             if not isinstance(tensor, dict):
-                raise SchemaError(f"inputs[{i}]", f"expected an object, got {_json_type(tensor)}")
+                raise SchemaError(f"inputs[{i}]", f"expected an object, got {json_type(tensor)}")
+        if "id" in body and not isinstance(body["id"], str):
+            raise SchemaError("id", f"expected a string, got {json_type(body['id'])}")
         wanted = self._requested_outputs(body.get("outputs"))
         rows = self._codec.rows(inputs)
         field = "rows" if self.input_schema.get("type") == "table" else "inputs[0].data"
@@ -148,9 +152,9 @@ class DataPlane:
 
     def _requested_outputs(self, requested: Any) -> list[str]:
         if requested is None:
-            return ["predictions"]
+            return list(self._outputs)
         if not isinstance(requested, list):
-            raise SchemaError("outputs", f"expected a list of {{\"name\"}} objects, got {_json_type(requested)}")
+            raise SchemaError("outputs", f"expected a list of {{\"name\"}} objects, got {json_type(requested)}")
         names = []
         for i, item in enumerate(requested):
             name = item.get("name") if isinstance(item, dict) else None
@@ -177,8 +181,3 @@ class DataPlane:
             "bundle_gazelle": m.get("gazelle"), "runtime_gazelle": gazelle.__version__,
         }
 
-
-def _json_type(value: Any) -> str:
-    if value is None:
-        return "null"
-    return {dict: "object", list: "array", str: "string", bool: "boolean"}.get(type(value), "number")

@@ -59,9 +59,9 @@ def output_row_schema(schema: Mapping[str, Any]) -> dict[str, Any]:
     return {}
 
 
-def _error_response(description: str) -> dict[str, Any]:
+def _error_response(description: str, schema: str = "Error") -> dict[str, Any]:
     return {"description": description,
-            "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Error"}}}}
+            "content": {"application/json": {"schema": {"$ref": f"#/components/schemas/{schema}"}}}}
 
 
 def _json(schema: dict[str, Any], example: Any = None) -> dict[str, Any]:
@@ -127,7 +127,8 @@ def build(plane: DataPlane) -> dict[str, Any]:
                     "type": "object", "properties": {"model_name": {"type": "string"},
                                                      "model_version": {"type": "string"},
                                                      "outputs": {"type": "array", "items": v2_tensor}}})},
-                              "404": _error_response("No such model here."), **errors},
+                              "404": _error_response("No such model here.", "V2Error"),
+                              **{code: _error_response(e["description"], "V2Error") for code, e in errors.items()}},
             }},
             f"/v2/models/{name}": {"get": {"summary": "v2 model metadata (inputs, outputs, datatypes)",
                                            "responses": {"200": {"description": "Model metadata."}}}},
@@ -140,7 +141,9 @@ def build(plane: DataPlane) -> dict[str, Any]:
                                  "responses": {"200": {"description": "Prometheus text format."}}}},
             "/": {"get": {"summary": "The try-it page", "responses": {"200": {"description": "HTML."}}}},
         },
-        "components": {"schemas": {"Error": {
+        "components": {"schemas": {"V2Error": {
+            "type": "object", "required": ["error"], "description": "The protocol's own error shape.",
+            "properties": {"error": {"type": "string"}}}, "Error": {
             "type": "object", "required": ["error"],
             "properties": {"error": {"type": "object", "required": ["type", "message"],
                                      "properties": {"type": {"type": "string"},

@@ -226,7 +226,7 @@ class Pipeline:
         sample, expected = manifest.get("sample"), manifest.get("expected")
         if not sample:
             return None
-        from gazelle.schema import compare
+        from gazelle.schema.comparison import compare
 
         rec.log(f"POST /predict to version {number} with the {len(sample)} sample row(s)")
         try:

@@ -1,8 +1,10 @@
 """A bundle written here loads and predicts identically in a fresh interpreter."""
 import json
 import shutil
+import subprocess
 import sys
 import textwrap
+from pathlib import Path
 
 import pytest
 
@@ -143,3 +145,93 @@ def test_satisfied_by_asks_the_interpreter_itself():
     wrong = {**manifest, "requirements": [*manifest["requirements"], "numpy==0.0.1"]}
     assert not envspec.satisfied_by(sys.executable, wrong)
     assert not envspec.satisfied_by("/nonexistent/python", manifest)
+
+
+# -- the same model saved in two processes is one bundle ------------------------------------------
+
+REPO = Path(__file__).resolve().parents[2]
+
+DEMO_SAVER = """
+import json, sys
+
+sys.path[:0] = [sys.argv[1], sys.argv[2]]  # the gazelle under test, then the notebook's folder
+import gazelle
+from gazelle import bundle
+from sklearn.feature_extraction.text import TfidfVectorizer
+from sklearn.model_selection import train_test_split
+from sklearn.naive_bayes import MultinomialNB
+from sklearn.pipeline import Pipeline
+from expenses import make_corpus
+
+# The notebook's own cells (notebooks/account-suggestion.ipynb).
+texts, labels = make_corpus(3000, seed=7)
+X_train, X_test, y_train, y_test = train_test_split(
+    texts, labels, test_size=0.2, random_state=0, stratify=labels)
+model = Pipeline([
+    ("tfidf", TfidfVectorizer(ngram_range=(1, 2), sublinear_tf=True)),
+    ("nb", MultinomialNB(alpha=0.1)),
+])
+model.fit(X_train, y_train)
+path = gazelle.save(model, sys.argv[3], name="accounts", sample=X_test[:5])
+print(json.dumps({"digest": bundle.read(path).digest, "predictions": model.predict(X_test[:5]).tolist(),
+                  "proba": model.predict_proba(X_test[:5]).tolist()}))
+"""
+
+MAIN_SAVER = """
+import json, sys
+
+sys.path.insert(0, sys.argv[1])  # the gazelle under test
+import gazelle
+from gazelle import bundle
+
+
+class Shouter:
+    def __init__(self, suffix):
+        self.suffix = suffix
+
+    def predict(self, rows):
+        return [row.upper() + self.suffix for row in rows]
+
+
+path = gazelle.save(Shouter("!"), sys.argv[2], name="shouter", sample=["hello", "taxi"])
+again = bundle.pack(Shouter("!"), name="shouter", sample=["hello", "taxi"])
+print(json.dumps({"digest": bundle.read(path).digest, "again": again.digest}))
+"""
+
+
+def _save_twice(tmp_path, script, *args):
+    answers = []
+    for seed in ("1", "2"):  # different string hashing too, as two notebook runs have
+        out = tmp_path / f"run-{seed}.tar"
+        done = subprocess.run(
+            [sys.executable, "-c", script, *map(str, args), str(out)], cwd=tmp_path,
+            env={**_models.clean_env(), "PYTHONHASHSEED": seed}, capture_output=True, text=True, timeout=300)
+        assert done.returncode == 0, done.stderr[-3000:]
+        answers.append((out, json.loads(done.stdout.splitlines()[-1])))
+    return answers
+
+
+def test_demo_model_saved_in_two_fresh_processes_is_one_bundle_that_predicts_the_same(tmp_path, elsewhere):
+    (first, one), (second, two) = _save_twice(tmp_path, DEMO_SAVER, REPO, REPO / "notebooks")
+    assert one["digest"] == two["digest"]
+    assert first.read_bytes() == second.read_bytes()
+    there = _models.load_in_fresh_process(second, elsewhere)
+    assert there["predictions"] == one["predictions"] == bundles.read(first).manifest["expected"]
+    assert there["proba"] == one["proba"]
+
+
+def test_main_class_saved_in_two_fresh_processes_is_one_bundle_that_still_loads(tmp_path, elsewhere):
+    (first, one), (_, two) = _save_twice(tmp_path, MAIN_SAVER, REPO)
+    assert one["digest"] == two["digest"] == one["again"]
+    assert bundles.read(first).manifest["by_value"] == ["__main__"]
+    assert _models.load_in_fresh_process(first, elsewhere)["predictions"] == ["HELLO!", "TAXI!"]
+
+
+def test_main_class_round_trip_in_process_returns_the_same_class():
+    class Local:
+        def predict(self, rows):
+            return [len(r) for r in rows]
+
+    model = Local()
+    loaded = bundles.pack(model, name="local", sample=["ab"]).load_model()
+    assert type(loaded) is Local and loaded.predict(["abc"]) == [3]

@@ -74,3 +74,15 @@ def _explode(message: str) -> None:
 def echo(rows: Any) -> Any:
     """A plain function as a model: returns its rows."""
     return list(rows)
+
+
+def runtime_app(kind: str, settings: Any, name: str | None = None) -> Any:
+    """The runtime's Flask app for one of the models above: ``text`` (accounts), ``tensor`` or ``table``."""
+    from gazelle import bundle
+    from gazelle.runtime import create_app
+
+    if kind == "text":
+        model, sample = accounts_model(), ["taxi to conference"]
+    else:
+        model, sample = tensor_model() if kind == "tensor" else table_model()
+    return create_app(bundle.pack(model, name=name or kind, sample=sample), settings=settings)

@@ -197,6 +197,29 @@ def test_manifest_missing_keys_is_refused(packed):
         bundles.read(_tar(members))
 
 
+def test_deeply_nested_manifest_is_a_bundle_error_not_a_recursion_error(packed):
+    members = _members(packed)
+    members["gazelle.json"] = b"[" * 100_000 + b"]" * 100_000
+    with pytest.raises(BundleError, match="nested too deeply"):
+        bundles.read(_tar(members))
+
+
+@pytest.mark.parametrize("changes, words", [
+    ({"requirements": {"numpy": "1"}}, "field requirements must be a list, got an object"),
+    ({"requirements": [1]}, "field requirements must list strings only"),
+    ({"proba": "yes"}, "field proba must be true or false, got a string"),
+    ({"sample": "abc"}, "field sample must be a list or null, got a string"),
+    ({"input_schema": {"type": "matrix"}}, "field input_schema has an unknown type 'matrix'"),
+    ({"input_schema": {"type": "tensor", "dtype": "float64", "shape": "4"}}, "input_schema.shape"),
+    ({"input_schema": {"type": "table", "columns": [{"name": 3, "dtype": "int64"}]}}, "input_schema.columns"),
+    ({"output_schema": []}, "field output_schema must be an object, got a list"),
+])
+def test_manifest_fields_of_the_wrong_type_are_bundle_errors_naming_the_field(packed, changes, words):
+    with pytest.raises(BundleError) as caught:
+        bundles.read(_with_manifest(packed, **changes))
+    assert words in str(caught.value)
+
+
 def test_invalid_name_in_manifest_is_a_bundle_error(packed):
     with pytest.raises(BundleError, match="invalid name"):
         bundles.read(_with_manifest(packed, name="../etc"))

@@ -189,3 +189,15 @@ def test_unknown_check_mode_is_a_config_error():
 def test_pins_for_another_platform_are_not_checked_here():
     manifest = _manifest(requirements=['pywin32==306; sys_platform == "win32"'])
     assert envspec.differences(manifest) == []
+
+
+def test_vectorizer_pickles_without_its_stop_words_address_and_transforms_the_same():
+    from sklearn.feature_extraction.text import TfidfVectorizer
+
+    vectorizer = TfidfVectorizer(stop_words=["the"]).fit(["the taxi to town", "a printer"])
+    assert hasattr(vectorizer, "_stop_words_id")  # set by fit: id() of a list, new in every process
+    pickled, _ = envspec.dumps(vectorizer)
+    loaded = pickle.loads(pickled)
+    assert not hasattr(loaded, "_stop_words_id") and hasattr(vectorizer, "_stop_words_id")
+    assert (loaded.transform(["taxi the town"]) != vectorizer.transform(["taxi the town"])).nnz == 0
+    assert envspec.dumps(vectorizer)[0] == pickled

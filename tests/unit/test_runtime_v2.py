@@ -1,12 +1,16 @@
-"""The Open Inference Protocol v2 side of the runtime: health, metadata, infer, and the codecs."""
+"""The Open Inference Protocol v2 side of the runtime: health, metadata, infer, the codecs, and the wire
+(JSON without a Content-Type, the binary tensor data extension both ways, and errors in the protocol's
+``{"error": "<message>"}`` shape while Gazelle's own routes keep theirs)."""
 from __future__ import annotations
 
-import pytest
-from _runtime_models import TRAVEL, accounts_model, table_model, tensor_model
+import json
+import struct
 
-from gazelle import bundle as bundles
+import pytest
+from _runtime_models import TRAVEL, runtime_app
+
 from gazelle.errors import SchemaError
-from gazelle.runtime import codecs, create_app
+from gazelle.runtime import codecs, v2wire
 from gazelle.runtime.settings import RuntimeSettings
 
 SETTINGS = RuntimeSettings(access_log=False, model_version=2)
@@ -14,21 +18,17 @@ SETTINGS = RuntimeSettings(access_log=False, model_version=2)
 
 @pytest.fixture(scope="module")
 def accounts():
-    model = accounts_model()
-    return create_app(bundles.pack(model, name="accounts", sample=["taxi to conference"]),
-                      settings=SETTINGS).test_client()
+    return runtime_app("text", SETTINGS, name="accounts").test_client()
 
 
 @pytest.fixture(scope="module")
 def tensor():
-    model, sample = tensor_model()
-    return create_app(bundles.pack(model, name="tensor", sample=sample), settings=SETTINGS).test_client()
+    return runtime_app("tensor", SETTINGS).test_client()
 
 
 @pytest.fixture(scope="module")
 def table():
-    model, sample = table_model()
-    return create_app(bundles.pack(model, name="costs", sample=sample), settings=SETTINGS).test_client()
+    return runtime_app("table", SETTINGS, name="costs").test_client()
 
 
 def infer(client, name, body, version=None):
@@ -57,7 +57,7 @@ def test_model_metadata_names_platform_versions_and_typed_inputs_and_outputs(acc
 def test_unknown_model_name_is_a_404_naming_the_model_served(accounts):
     for response in (accounts.get("/v2/models/other"), infer(accounts, "other", {"inputs": []})):
         assert response.status_code == 404
-        message = response.get_json()["error"]["message"]
+        message = response.get_json()["error"]
         assert "'other'" in message and "'accounts'" in message
 
 
@@ -66,14 +66,16 @@ def test_unknown_version_is_a_404_and_the_served_version_answers(accounts):
     assert accounts.get("/v2/models/accounts/versions/2").status_code == 200
 
 
-def test_infer_text_answers_bytes_predictions_and_echoes_the_id(accounts):
+def test_infer_without_outputs_answers_every_output_the_metadata_lists_and_echoes_the_id(accounts):
     body = {"id": "req-7", "inputs": [{"name": "text", "shape": [2], "datatype": "BYTES",
                                        "data": ["taxi to conference", "taxi to the airport"]}]}
     response = infer(accounts, "accounts", body, version="2")
     assert response.status_code == 200, response.get_data(as_text=True)
     answer = response.get_json()
     assert answer["model_name"] == "accounts" and answer["model_version"] == "2" and answer["id"] == "req-7"
-    assert answer["outputs"] == [{"name": "predictions", "datatype": "BYTES", "shape": [2], "data": [TRAVEL, TRAVEL]}]
+    listed = [o["name"] for o in accounts.get("/v2/models/accounts").get_json()["outputs"]]
+    assert [o["name"] for o in answer["outputs"]] == listed == ["predictions", "probabilities"]
+    assert answer["outputs"][0] == {"name": "predictions", "datatype": "BYTES", "shape": [2], "data": [TRAVEL, TRAVEL]}
 
 
 def test_infer_can_ask_for_probabilities_as_a_second_output(accounts):
@@ -119,7 +121,7 @@ def test_infer_table_takes_one_input_per_column(table):
 def test_bad_infer_requests_are_422_naming_the_field(tensor, body, field):
     response = infer(tensor, "tensor", body)
     assert response.status_code == 422, response.get_data(as_text=True)
-    assert response.get_json()["error"]["message"].startswith(f"{field}:")
+    assert response.get_json()["error"].startswith(f"{field}:")
     ok = infer(tensor, "tensor", {"inputs": [{"name": "input", "shape": [1, 4], "datatype": "FP64",
                                               "data": [1, 1, 0, 0]}]})
     assert ok.status_code == 200
@@ -127,9 +129,9 @@ def test_bad_infer_requests_are_422_naming_the_field(tensor, body, field):
 
 def test_table_infer_names_missing_and_unknown_columns(table):
     only_city = {"inputs": [{"name": "city", "shape": [1], "datatype": "BYTES", "data": ["Paris"]}]}
-    assert "amount" in infer(table, "costs", only_city).get_json()["error"]["message"]
+    assert "amount" in infer(table, "costs", only_city).get_json()["error"]
     extra = {"inputs": [*only_city["inputs"], {"name": "colour", "shape": [1], "datatype": "BYTES", "data": ["red"]}]}
-    message = infer(table, "costs", extra).get_json()["error"]["message"]
+    message = infer(table, "costs", extra).get_json()["error"]
     assert message.startswith("inputs[1].name:") and "colour" in message
 
 
@@ -164,3 +166,89 @@ def test_output_tensor_reads_shape_from_nesting_and_types_from_values():
     ragged = codecs.output_tensor("p", [[1], [1, 2]])
     assert ragged["datatype"] == "BYTES" and ragged["shape"] == [2] and ragged["data"] == ["[1]", "[1,2]"]
     assert codecs.output_tensor("p", [{"a": 1}])["data"] == ['{"a":1}']
+
+
+# -- the wire: JSON without a Content-Type, the binary tensor data extension, v2 error shape --
+
+def _binary(header: dict, *tensors: bytes, content_type: str | None = None) -> dict:
+    head = json.dumps(header).encode()
+    headers = {v2wire.HEADER: str(len(head))}
+    if content_type:
+        headers["Content-Type"] = content_type
+    return {"data": head + b"".join(tensors), "headers": headers}
+
+
+def _strings(*texts: str) -> bytes:
+    return b"".join(struct.pack("<I", len(t.encode())) + t.encode() for t in texts)
+
+
+def test_a_body_without_content_type_is_json_on_v2_but_not_on_predict(accounts):
+    body = json.dumps({"inputs": [{"name": "text", "shape": [1], "datatype": "BYTES", "data": ["taxi"]}]})
+    answer = accounts.post("/v2/models/accounts/infer", data=body, content_type="")
+    assert answer.status_code == 200, answer.get_data(as_text=True)
+    refused = accounts.post("/predict", data=json.dumps({"instances": ["taxi"]}), content_type="")
+    assert refused.status_code == 415 and refused.get_json()["error"]["type"] == "unsupported_media_type"
+
+
+def test_binary_bytes_input_and_binary_outputs_on_request(accounts):
+    header = {"inputs": [{"name": "text", "shape": [2], "datatype": "BYTES",
+                          "parameters": {"binary_data_size": len(_strings("taxi to conference", "hotel"))}}],
+              "outputs": [{"name": "predictions", "parameters": {"binary_data": True}}]}
+    answer = accounts.post("/v2/models/accounts/infer",
+                           **_binary(header, _strings("taxi to conference", "hotel"),
+                                     content_type="application/octet-stream"))
+    assert answer.status_code == 200, answer.get_data(as_text=True)
+    length = int(answer.headers[v2wire.HEADER])
+    head = json.loads(answer.data[:length])
+    [output] = head["outputs"]
+    assert "data" not in output and output["parameters"]["binary_data_size"] == len(answer.data) - length
+    assert v2wire.decode_tensor(answer.data[length:], "BYTES", "out")[0] == TRAVEL
+
+
+def test_binary_fp64_input_and_binary_data_output_for_every_output(tensor):
+    values = [1.0, 1.0, 0.0, 0.0, -1.0, -1.0, 0.0, 0.0]
+    raw = struct.pack("<8d", *values)
+    header = {"inputs": [{"name": "input", "shape": [2, 4], "datatype": "FP64",
+                          "parameters": {"binary_data_size": len(raw)}}],
+              "parameters": {"binary_data_output": True}}
+    answer = tensor.post("/v2/models/tensor/infer", **_binary(header, raw))
+    assert answer.status_code == 200, answer.get_data(as_text=True)
+    length = int(answer.headers[v2wire.HEADER])
+    predictions, probabilities = json.loads(answer.data[:length])["outputs"]
+    assert predictions["datatype"] == "INT64" and probabilities["datatype"] == "FP64"
+    assert "data" not in predictions and "data" not in probabilities
+    assert struct.unpack("<2q", answer.data[length:length + 16]) == (1, 0)
+    assert len(answer.data) - length == 16 + probabilities["parameters"]["binary_data_size"]
+
+
+@pytest.mark.parametrize("header, tail, field", [
+    ({"inputs": [{"name": "text", "shape": [1], "datatype": "BYTES", "parameters": {"binary_data_size": 40}}]},
+     _strings("taxi"), "inputs[0].parameters.binary_data_size"),
+    ({"inputs": [{"name": "text", "shape": [1], "datatype": "BYTES", "parameters": {"binary_data_size": "8"}}]},
+     _strings("taxi"), "inputs[0].parameters.binary_data_size"),
+    ({"inputs": [{"name": "text", "shape": [1], "datatype": "BYTES", "parameters": []}]}, b"", "inputs[0].parameters"),
+    ({"inputs": [{"name": "text", "shape": [1], "datatype": "BYTES", "parameters": {"binary_data_size": 2}}]},
+     b"\x09\x00", "inputs[0].data"),
+    ({"inputs": [{"name": "text", "shape": [1], "datatype": "BYTES", "data": ["x"]}]}, b"xx", "inputs"),
+    ({"inputs": [{"name": "text", "shape": [1], "datatype": "BYTES", "data": ["x"]}],
+      "parameters": {"binary_data_output": "yes"}}, b"", "parameters.binary_data_output"),
+    ({"inputs": [{"name": "text", "shape": [1], "datatype": {}, "data": ["x"]}]}, b"", "inputs[0].datatype"),
+])
+def test_malformed_v2_requests_are_422_strings_naming_the_field(accounts, header, tail, field):
+    answer = accounts.post("/v2/models/accounts/infer", **_binary(header, tail))
+    assert answer.status_code == 422, answer.get_data(as_text=True)
+    message = answer.get_json()["error"]
+    assert isinstance(message, str) and message.startswith(f"{field}:")
+
+
+def test_v2_errors_are_strings_and_gazelle_routes_keep_typed_errors(accounts):
+    assert accounts.get("/v2/models/nope").get_json() == {
+        "error": "model 'nope' is not served here; this endpoint serves 'accounts'"}
+    octet = accounts.post("/v2/models/accounts/infer", data=b"{}", content_type="application/octet-stream")
+    assert octet.status_code == 415 and v2wire.HEADER in octet.get_json()["error"]
+    assert isinstance(accounts.get("/v2/nowhere").get_json()["error"], str)
+    assert accounts.post("/predict", json={"instances": [5]}).get_json()["error"]["type"] == "schema_error"
+
+
+def test_server_metadata_lists_the_binary_extension(accounts):
+    assert accounts.get("/v2").get_json()["extensions"] == ["binary_tensor_data"]

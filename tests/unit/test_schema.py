@@ -43,7 +43,33 @@ def test_ndarray_is_tensor_with_free_batch_dimension():
 def test_list_of_lists_is_tensor_in_a_list_container():
     assert schema.infer([[1.5, 2.0], [3.0, 4.0]]) == {"type": "tensor", "dtype": "float64",
                                                       "shape": [None, 2], "container": "list"}
-    assert schema.infer([[1, 2], [3, 4]])["dtype"] == "int64"
+    assert schema.infer([[1, 2], [3, 4]])["dtype"] == "float64"
+
+
+def test_plain_int_list_sample_accepts_any_number_while_numpy_ints_stay_integer():
+    import numpy as np
+
+    listed = schema.infer([[1, 2, 3], [0, 0, 0]])
+    assert listed == {"type": "tensor", "dtype": "float64", "shape": [None, 3], "container": "list"}
+    assert schema.decode([[-1, 5, 2.5]], listed) == [[-1.0, 5.0, 2.5]]
+    typed = schema.infer(np.array([[1, 2, 3], [0, 0, 0]]))
+    assert typed["dtype"] == "int64"
+    assert schema.decode([[-1, 5.0, 2]], typed).tolist() == [[-1, 5, 2]]
+    assert _problem([[-1, 5, 2.5]], typed) == (
+        "instances[0][2]: expected an integer, got 2.5: the sample's dtype is int64; to accept "
+        "fractions, deploy with a float sample (sample.astype(float))")
+    assert schema.infer([True, False])["dtype"] == "bool"
+
+
+def test_integer_table_column_refusing_a_fraction_names_the_column_and_how_to_widen_it():
+    pd = pytest.importorskip("pandas")
+
+    sch = schema.infer(pd.DataFrame({"amount": [3, 4], "city": ["a", "b"]}))
+    assert sch["columns"][0] == {"name": "amount", "dtype": "int64"}
+    assert schema.decode([{"amount": 7.0, "city": "c"}], sch)["amount"].tolist() == [7]
+    assert _problem([{"amount": 2.5, "city": "c"}], sch) == (
+        'instances[0].amount: expected an integer, got 2.5: the sample\'s column "amount" is int64; '
+        'to accept fractions, deploy with a float sample (sample.astype({"amount": float}))')
 
 
 def test_list_of_numbers_is_a_one_dimensional_tensor():
@@ -170,8 +196,15 @@ def test_text_rows_must_be_strings():
 def test_integer_tensor_refuses_fractions_and_overflow_but_takes_integral_floats():
     sch = {"type": "tensor", "dtype": "int64", "shape": [None, 2], "container": "ndarray"}
     assert schema.decode([[1, 2.0]], sch).tolist() == [[1, 2]]
-    assert _problem([[1, 2.5]], sch) == "instances[0][1]: expected an integer, got 2.5"
+    assert _problem([[1, 2.5]], sch).startswith("instances[0][1]: expected an integer, got 2.5: ")
     assert "fits int64" in _problem([[1, 2 ** 70]], sch)
+
+
+def test_objects_where_numeric_rows_belong_are_schema_errors():
+    sch = {"type": "tensor", "dtype": "float64", "shape": [None, 4], "container": "ndarray"}
+    assert _problem([{}], sch) == "instances[0]: expected a list of 4 numbers, got object"
+    assert _problem([[{}, 1, 2, 3]], sch) == "instances[0][0]: expected number, got object"
+    assert _problem([{}], {**sch, "shape": [None]}) == "instances[0]: expected number, got object"
 
 
 def test_single_number_rows():
