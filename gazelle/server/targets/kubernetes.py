@@ -31,6 +31,7 @@ from gazelle.server.targets import _k8s_objects as objects
 from gazelle.server.targets._k8s_rollout import Rollout, wait_until
 
 LIVE_ANNOTATION = "gazelle.dev/was-live"
+_RESTORE_AT_ONCE = 4
 PORT_RANGE = (20000, 29999)   # below the kernel's ephemeral range: no client socket sits on them
 _API_CHOICES = {"hpa": ("HorizontalPodAutoscaler", ("autoscaling/v2", "autoscaling/v2beta2")),
                 "pdb": ("PodDisruptionBudget", ("policy/v1", "policy/v1beta1")),
@@ -168,18 +169,24 @@ class KubernetesTarget:
             key = _identity(item)
             if key not in wanted and (item.spec.replicas or 0) > 0:
                 log(f"{key[0]} v{key[1]} runs in the cluster but is not live in the store")
-        back = []
-        for release in releases:
+
+        def one(release: Release) -> Running | None:
             try:
                 running = self.deploy(release, log)
                 self.switch(release.name, release.version)
             except TargetError as err:
+                # One version that cannot come back must not keep the others down; the caller sees why.
                 log(f"{release.name} v{release.version} could not be restored: {err}")
-                continue
-            back.append(running)
+                return None
             if on_ready is not None:
                 on_ready(running)
-        return back
+            return running
+
+        from concurrent.futures import ThreadPoolExecutor
+
+        # Each waits for its own pods: a slow model keeps no other waiting.
+        with ThreadPoolExecutor(max_workers=_RESTORE_AT_ONCE, thread_name_prefix="gazelle-k8s-restore") as pool:
+            return [r for r in pool.map(one, releases) if r is not None]
 
     def stop(self, name: str, version: int, *, grace: float = 10.0) -> None:
         """Scale a version that was live to zero and keep it; remove one that never was; prune old ones."""
