@@ -201,6 +201,15 @@ def test_resources_no_node_can_satisfy_fail_with_the_schedulers_reason(
     assert predict(v1[1], ["a b"])["predictions"] == [2]
 
 
+def test_a_runtime_killed_for_memory_while_loading_fails_saying_so(
+        v1: tuple[Release, str], target: KubernetesTarget, kube: Any, k8s_namespace: str) -> None:
+    tight = release(v1[0].artifact, dict(v1[0].manifest), 10, resources={"memory": "12Mi"})
+    with pytest.raises(TargetError) as failed:
+        target.deploy(tight, lambda line: None)
+    assert "more memory than its limit (12Mi)" in str(failed.value)
+    assert not names_of(kube, k8s_namespace, MODEL, 10)["deployments"]
+
+
 def test_restore_brings_back_the_live_version_and_reports_what_the_store_does_not_know(
         v1: tuple[Release, str], target: KubernetesTarget) -> None:
     lines: list[str] = []

@@ -91,7 +91,11 @@ class Rollout:
         previous = status.state.terminated is None   # already restarted: the log of the run that ended
         lines = self._pod_log(pod.metadata.name, previous=previous)
         if ended.reason == "OOMKilled":
-            cause = "the runtime was killed for using more memory than its limit"
+            limits = [(c.resources.limits or {}).get("memory") for c in pod.spec.containers
+                      if c.name == status.name and c.resources is not None]
+            limit = f" ({limits[0]})" if limits and limits[0] else ""
+            cause = (f"the runtime was killed for using more memory than its limit{limit}; "
+                     "deploy it with more memory (resources={'memory': ...})")
         else:
             cause = _logs.exit_cause(int(ended.exit_code), lines)
         return self._failure(f"{self.subject} exited while starting: {cause}", [pod], lines)

@@ -163,7 +163,8 @@ class KubernetesTarget:
     def restore(self, releases: list[Release], log: Log,
                 on_ready: Callable[[Running], None] | None = None) -> list[Running]:
         """Make the cluster hold every release (scaled up, or created again), then point each model's
-        stable Service at it; Deployments the store does not know are reported, never touched."""
+        stable Service at it. Running Deployments that are not among ``releases`` are reported here;
+        whether they stop is the caller's decision (``stop``)."""
         wanted = {(r.name, r.version) for r in releases}
         for item in self._deployments():
             key = _identity(item)
