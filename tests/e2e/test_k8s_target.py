@@ -210,6 +210,19 @@ def test_a_runtime_killed_for_memory_while_loading_fails_saying_so(
     assert not names_of(kube, k8s_namespace, MODEL, 10)["deployments"]
 
 
+def test_a_missing_environment_secret_fails_naming_it(
+        v1: tuple[Release, str], kubeconfig: str, kube: Any, k8s_namespace: str) -> None:
+    options = objects.Options(namespace=k8s_namespace, host_network=True, env_secrets=("absent-keys",))
+    strict = KubernetesTarget(options, kubeconfig=kubeconfig, ready_timeout=120)
+    try:
+        with pytest.raises(TargetError) as failed:
+            strict.deploy(release(v1[0].artifact, dict(v1[0].manifest), 11), lambda line: None)
+    finally:
+        strict.close()
+    assert "cannot start its container" in str(failed.value) and "absent-keys" in str(failed.value)
+    assert not names_of(kube, k8s_namespace, MODEL, 11)["deployments"]
+
+
 def test_restore_brings_back_the_live_version_and_reports_what_the_store_does_not_know(
         v1: tuple[Release, str], target: KubernetesTarget) -> None:
     lines: list[str] = []
