@@ -11,7 +11,8 @@ from typing import Any, Iterator
 import pytest
 
 from tests.e2e._k8s import kube  # noqa: F401  (a fixture)
-from tests.integration._server import Boom, ServerProcess, bundle, doubled_lengths, lengths, start_server, wait_for
+from tests.integration._server import (Boom, ServerProcess, bundle, doubled_lengths, lengths, process_id, start_server,
+                                      wait_for)
 
 NAME = "lengths"
 
@@ -86,6 +87,18 @@ def test_a_model_that_raises_while_loading_fails_the_deploy_stage_with_its_messa
         k8s_namespace, label_selector=f"gazelle.dev/model={NAME},gazelle.dev/version={job['version']}").items
     assert leftover == []
     assert server.predict(f"/m/{NAME}/predict", ["ab"]).json()["predictions"] == [4], "v2 keeps serving"
+
+
+def test_a_version_that_fails_the_sanity_check_is_removed_from_the_cluster(
+        server: ServerProcess, kube: Any, k8s_namespace: str) -> None:
+    from kubernetes import client
+
+    job = server.deploy(NAME, bundle(process_id, NAME))
+    assert job["status"] == "failed" and stages(job)["sanity"] == "failed", json.dumps(job, indent=1)
+    selector = f"gazelle.dev/model={NAME},gazelle.dev/version={job['version']}"
+    assert client.AppsV1Api(kube).list_namespaced_deployment(k8s_namespace, label_selector=selector).items == []
+    assert client.CoreV1Api(kube).list_namespaced_service(k8s_namespace, label_selector=selector).items == []
+    assert live_selector(kube, k8s_namespace) == "2"
 
 
 def test_rollback_scales_version_1_back_up_without_a_build_or_a_push(
