@@ -191,23 +191,18 @@ def test_an_image_that_cannot_be_pulled_fails_with_the_pull_error_and_leaves_not
     assert not names_of(kube, k8s_namespace, MODEL, 8)["services"]
 
 
-def test_resources_no_node_can_satisfy_fail_with_the_schedulers_reason(
-        v1: tuple[Release, str], target: KubernetesTarget, kube: Any, k8s_namespace: str) -> None:
-    huge = release(v1[0].artifact, dict(v1[0].manifest), 9, resources={"memory": "64Ti"})
+@pytest.mark.parametrize("version, resources, reason", [
+    (9, {"memory": "64Ti"}, "Insufficient memory"),                    # the scheduler's reason
+    (10, {"memory": "12Mi"}, "more memory than its limit (12Mi)"),     # the OOM killer while loading
+], ids=["no-node-fits", "killed-for-memory"])
+def test_resources_that_cannot_work_fail_with_the_reason_and_leave_nothing(
+        version: int, resources: dict[str, str], reason: str, v1: tuple[Release, str], target: KubernetesTarget,
+        kube: Any, k8s_namespace: str) -> None:
     with pytest.raises(TargetError) as failed:
-        target.deploy(huge, lambda line: None)
-    assert "Insufficient memory" in str(failed.value)
-    assert not names_of(kube, k8s_namespace, MODEL, 9)["deployments"]
+        target.deploy(release(v1[0].artifact, dict(v1[0].manifest), version, resources=resources), lambda line: None)
+    assert reason in str(failed.value)
+    assert not names_of(kube, k8s_namespace, MODEL, version)["deployments"]
     assert predict(v1[1], ["a b"])["predictions"] == [2]
-
-
-def test_a_runtime_killed_for_memory_while_loading_fails_saying_so(
-        v1: tuple[Release, str], target: KubernetesTarget, kube: Any, k8s_namespace: str) -> None:
-    tight = release(v1[0].artifact, dict(v1[0].manifest), 10, resources={"memory": "12Mi"})
-    with pytest.raises(TargetError) as failed:
-        target.deploy(tight, lambda line: None)
-    assert "more memory than its limit (12Mi)" in str(failed.value)
-    assert not names_of(kube, k8s_namespace, MODEL, 10)["deployments"]
 
 
 def test_a_missing_environment_secret_fails_naming_it(
