@@ -1,4 +1,4 @@
-"""Processes on this host: is a pid alive (and not a zombie), what runs under it, signals, records."""
+"""Processes on this host: what runs under a pid, signals, records (``pid_alive`` is gazelle.procs')."""
 from __future__ import annotations
 
 import json
@@ -7,21 +7,9 @@ import signal
 from pathlib import Path
 from typing import Any
 
+from gazelle.procs import pid_alive
 
-def pid_alive(pid: int) -> bool:
-    if pid <= 0:
-        return False
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    try:   # a zombie answers kill(0) but serves nothing
-        stat = Path(f"/proc/{pid}/stat").read_text()
-        return stat.rpartition(")")[2].split()[0] != "Z"
-    except (OSError, IndexError):
-        return True
+__all__ = ["pid_alive", "command_line", "send", "send_group", "read_json", "write_json"]
 
 
 def command_line(pid: int) -> list[str] | None:
