@@ -228,6 +228,17 @@ def test_restore_brings_back_the_live_version_and_reports_what_the_store_does_no
     assert any("wordcount v2 runs in the cluster but is not live in the store" in line for line in lines), lines
 
 
+def test_restore_creates_again_a_live_version_the_cluster_lost(
+        v1: tuple[Release, str], target: KubernetesTarget, kube: Any, k8s_namespace: str) -> None:
+    from kubernetes import client
+
+    client.AppsV1Api(kube).delete_namespaced_deployment("gazelle-wordcount-v1", k8s_namespace)
+    back = target.restore([v1[0]], lambda line: None)
+    assert [(r.version, predict(r.url, ["x y z"])["predictions"]) for r in back] == [(1, [3])]
+    stable = client.CoreV1Api(kube).read_namespaced_service("gazelle-wordcount", k8s_namespace)
+    assert stable.spec.selector["gazelle.dev/version"] == "1"
+
+
 def test_delete_removes_every_object_of_the_model(
         v1: tuple[Release, str], target: KubernetesTarget, kube: Any, k8s_namespace: str) -> None:
     from kubernetes import client

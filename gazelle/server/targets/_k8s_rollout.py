@@ -38,24 +38,33 @@ class Rollout:
         self.replicas, self.log, self.timeout, self.subject = replicas, log, timeout, subject
         self._said: set[str] = set()
 
-    def wait(self) -> None:
+    def wait(self) -> list[str]:
+        """The names of the ready pods, once there are ``replicas`` of them."""
         deadline = time.monotonic() + self.timeout
+        owner = self.apps.read_namespaced_deployment(self.deployment, self.namespace).metadata.uid
         while True:
-            # Pods on their way out (a scale-down just before a rollback scales up again) tell nothing.
-            pods = [pod for pod in self.core.list_namespaced_pod(self.namespace, label_selector=self.selector).items
-                    if pod.metadata.deletion_timestamp is None]
+            pods = self._pods(owner)
             for pod in pods:
                 self._check(pod)
-            ready = sum(1 for pod in pods if _ready(pod))
+            ready = [pod.metadata.name for pod in pods if _ready(pod)]
             if ready:
-                self._say(f"ready {min(ready, self.replicas)}/{self.replicas}")
-            if ready >= self.replicas:
-                return
+                self._say(f"ready {min(len(ready), self.replicas)}/{self.replicas}")
+            if len(ready) >= self.replicas:
+                return ready
             self._check_deadline()
             if time.monotonic() > deadline:
                 raise self._failure(f"{self.subject} was not ready after {self.timeout:g}s "
-                                    f"({ready}/{self.replicas} pods ready)", pods)
+                                    f"({len(ready)}/{self.replicas} pods ready)", pods)
             time.sleep(POLL_SECONDS)
+
+    def _pods(self, owner: str) -> list[Any]:
+        """This Deployment's pods that are not on their way out: pods of a Deployment of the same name
+        deleted a moment ago, or of a scale-down just before a rollback scaled up again, tell nothing."""
+        sets = self.apps.list_namespaced_replica_set(self.namespace, label_selector=self.selector).items
+        mine = {rs.metadata.uid for rs in sets if any(o.uid == owner for o in rs.metadata.owner_references or [])}
+        pods = self.core.list_namespaced_pod(self.namespace, label_selector=self.selector).items
+        return [pod for pod in pods if pod.metadata.deletion_timestamp is None
+                and any(o.uid in mine for o in pod.metadata.owner_references or [])]
 
     def _say(self, line: str) -> None:
         if line not in self._said:

@@ -113,15 +113,15 @@ class KubernetesTarget:
                 + (f" on node port {port}" if self.options.host_network else ""))
             try:
                 for obj in objects.version_objects(release, self.options, port):
-                    self._create(obj)
+                    self._create(obj, replace=True)
             except Exception:
                 self._remove_version(name, version)
                 raise
         try:
-            Rollout(self.core, self.apps, self.options.namespace, objects.deployment_name(name, version),
-                    _selector(objects.selector(name, version)), release.replicas, log,
-                    timeout=self.ready_timeout, subject=subject).wait()
-            url = self._endpoint_url(name, version)
+            pods = Rollout(self.core, self.apps, self.options.namespace, objects.deployment_name(name, version),
+                           _selector(objects.selector(name, version)), release.replicas, log,
+                           timeout=self.ready_timeout, subject=subject).wait()
+            url = self._endpoint_url(name, version, set(pods))
         except TargetError:
             if existing is None or not _was_live(existing):
                 self._remove_version(name, version)
@@ -232,14 +232,22 @@ class KubernetesTarget:
 
     # -- parts -------------------------------------------------------------------------------------
 
-    def _create(self, obj: dict[str, Any], *, exist_ok: bool = False) -> None:
+    def _create(self, obj: dict[str, Any], *, exist_ok: bool = False, replace: bool = False) -> None:
+        """Create ``obj``; one that exists already is left (``exist_ok``) or patched to it (``replace``:
+        a Service that outlived its Deployment, when the cluster lost only the Deployment)."""
         from kubernetes.client.exceptions import ApiException
 
+        resource = self._resource(obj["apiVersion"], obj["kind"])
         try:
-            self._resource(obj["apiVersion"], obj["kind"]).create(body=obj, namespace=self.options.namespace)
+            try:
+                resource.create(body=obj, namespace=self.options.namespace)
+            except ApiException as err:
+                if err.status != 409 or not (exist_ok or replace):
+                    raise
+                if replace:
+                    resource.patch(body=obj, name=obj["metadata"]["name"], namespace=self.options.namespace,
+                                   content_type="application/merge-patch+json")
         except ApiException as err:
-            if err.status == 409 and exist_ok:
-                return
             raise TargetError(f"the cluster refused {obj['kind']} {obj['metadata']['name']}: "
                               f"{_reason(err)}") from None
 
@@ -291,12 +299,13 @@ class KubernetesTarget:
                 return port
         raise TargetError(f"no free port in {PORT_RANGE[0]}-{PORT_RANGE[1]} for a new version")
 
-    def _endpoint_url(self, name: str, version: int) -> str:
-        return str(wait_until(lambda: self._ready_url(name, version), self.endpoint_timeout,
+    def _endpoint_url(self, name: str, version: int, pods: set[str]) -> str:
+        return str(wait_until(lambda: self._ready_url(name, version, pods), self.endpoint_timeout,
                               f"{name} v{version} has no ready endpoint in its Service"))
 
-    def _ready_url(self, name: str, version: int) -> str | None:
-        """``http://ip:port`` of one ready endpoint of the version's Service (from its EndpointSlices)."""
+    def _ready_url(self, name: str, version: int, pods: set[str] | None = None) -> str | None:
+        """``http://ip:port`` of one ready endpoint of the version's Service (from its EndpointSlices),
+        of one of ``pods`` when given (the rollout's own: not a pod of a version deleted a moment ago)."""
         slices = self._resource(self.options.api.endpoint_slice, "EndpointSlice").get(
             namespace=self.options.namespace,
             label_selector=f"kubernetes.io/service-name={objects.deployment_name(name, version)}")
@@ -304,6 +313,9 @@ class KubernetesTarget:
             ports = [p.get("port") for p in item.get("ports") or [] if p.get("port")]
             for endpoint in item.get("endpoints") or []:
                 ready = (endpoint.get("conditions") or {}).get("ready")
+                pod = (endpoint.get("targetRef") or {}).get("name")
+                if pods is not None and pod not in pods:
+                    continue
                 if ports and ready is not False and endpoint.get("addresses"):
                     address = endpoint["addresses"][0]
                     host = f"[{address}]" if ":" in address else address
