@@ -5,7 +5,8 @@ SHELL := /bin/bash
 PYTHON ?= python3
 VENV ?= .venv
 PY := $(VENV)/bin/python
-PIP_FLAGS ?= -q
+# pip's own progress (each package as it is downloaded) shows; PIP_FLAGS=-q hides it.
+PIP_FLAGS ?= --progress-bar on
 
 .PHONY: venv test test-unit lint demo bench testenv-up testenv-down clean
 
@@ -13,6 +14,7 @@ venv: $(VENV)/.installed
 
 $(VENV)/.installed: setup.cfg requirements/dev.txt requirements/kserve.txt requirements/constraints.txt
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	@echo "Installing Gazelle and its dependencies into $(VENV) with pip; the first time this takes a few minutes."
 	$(PY) -m pip install $(PIP_FLAGS) -c requirements/constraints.txt -r requirements/dev.txt -e '.[all]'
 	$(PY) -m pip install $(PIP_FLAGS) --no-deps -c requirements/constraints.txt -r requirements/kserve.txt
 	touch $@

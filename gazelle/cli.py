@@ -28,7 +28,10 @@ def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="gazelle", description="Deploy models from a notebook to a live endpoint.")
     p.add_argument("--version", action="version", version=f"gazelle {__version__}")
     p.add_argument("--server", help="build server URL (default: $GAZELLE_SERVER, then the local server)")
-    p.add_argument("--token", help="API token (default: $GAZELLE_TOKEN, then the local server's token file)")
+    p.add_argument("--token-file", metavar="FILE",
+                   help="read the API token from FILE (default: $GAZELLE_TOKEN, then the local server's token file)")
+    # Kept for old scripts, not shown: a token on the command line is visible to everyone in `ps`.
+    p.add_argument("--token", help=argparse.SUPPRESS)
     sub = p.add_subparsers(dest="command", metavar="COMMAND", required=True)
 
     s = sub.add_parser("server", help="run the build server")
@@ -56,6 +59,10 @@ def build_parser() -> argparse.ArgumentParser:
         c = sub.add_parser(cmd, help=helptext)
         c.add_argument("name")
         c.set_defaults(func=_handler(f"gazelle.client.cli:{cmd}"))
+        if cmd == "logs":
+            c.add_argument("--tail", type=int, default=200, metavar="N", help="the last N lines (default 200)")
+            c.add_argument("--version", type=int, default=None, metavar="V",
+                           help="the version whose runtime wrote them (default: the live one)")
 
     r = sub.add_parser("rollback", help="make an earlier version live again")
     r.add_argument("name")
@@ -73,6 +80,11 @@ def build_parser() -> argparse.ArgumentParser:
     tc.add_argument("--scope", choices=["deploy", "predict", "admin"], required=True)
     tc.add_argument("--name", default=None, help="a label for the token")
     tc.set_defaults(func=_handler("gazelle.client.cli:token_create"))
+    tsub.add_parser("list", help="list the tokens (id, scope, name, created, last used)").set_defaults(
+        func=_handler("gazelle.client.cli:token_list"))
+    tr = tsub.add_parser("revoke", help="revoke a token: every server refuses it within 5 s")
+    tr.add_argument("id", type=int, help="the token's id (from `gazelle token list`)")
+    tr.set_defaults(func=_handler("gazelle.client.cli:token_revoke"))
 
     rt = sub.add_parser("runtime", help="serve one bundle, no server needed")
     rt.add_argument("bundle", metavar="BUNDLE", nargs="?", default=None,
@@ -97,6 +109,13 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
+        if getattr(args, "token_file", None):
+            from gazelle.client.cli import token_from_file
+
+            args.token = token_from_file(args.token_file)
+        elif getattr(args, "token", None):
+            print("gazelle: warning: --token shows the token to every user of this machine (ps); "
+                  "use GAZELLE_TOKEN or --token-file", file=sys.stderr)
         return args.func(args)
     except GazelleError as err:
         print(f"gazelle: {err}", file=sys.stderr)

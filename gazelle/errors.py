@@ -16,6 +16,7 @@
     ├── UnsupportedMediaType          415
     ├── Unavailable                   503  answered with Retry-After where waiting helps
     │   └── Restoring                 503  a model whose runtime is being brought back after a restart
+    ├── InsufficientStorage (OSError) 507  the server's disk is full
     ├── ConfigError (ValueError)      a setting that cannot work (bad URL, unknown target ...)
     ├── BuildError                    a builder could not make the artifact (pip, base image, engine)
     ├── RegistryError                 a container registry refused or failed (status, code, retryable)
@@ -159,6 +160,13 @@ class Restoring(Unavailable):
     def __init__(self, name: str, version: int) -> None:
         super().__init__(f"model {name} version {version} is being restored after a server restart; "
                          "try again in a moment", retry_after=2)
+
+
+class InsufficientStorage(GazelleError, OSError):
+    """The server ran out of disk space while storing what it was sent (ENOSPC)."""
+
+    code = 507
+    type = "insufficient_storage"
 
 
 class ConfigError(GazelleError, ValueError):

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import tarfile
 from pathlib import Path
 from typing import Any, Iterable, Sequence
@@ -36,6 +37,18 @@ def table(header: Sequence[str], rows: Iterable[Sequence[Any]]) -> str:
     return "\n".join("  ".join(c.ljust(w) for c, w in zip(row, widths)).rstrip() for row in cells)
 
 
+def _not_json(constant: str) -> Any:
+    # Python's json reads NaN and Infinity; JSON (and so the server) does not.
+    raise ValueError(f"{constant} is not a JSON value (send null for a missing number)")
+
+
+def _finite(text: str) -> float:
+    value = float(text)
+    if math.isinf(value):
+        raise ValueError(f"{text} is too large for a JSON number")
+    return value
+
+
 def _read_json(text: str, what: str) -> Any:
     if text.startswith("@"):
         path = Path(text[1:])
@@ -44,9 +57,21 @@ def _read_json(text: str, what: str) -> Any:
         except OSError as exc:
             raise BadRequest(f"cannot read {what} file {str(path)!r}: {exc.strerror}") from None
     try:
-        return json.loads(text)
+        return json.loads(text, parse_constant=_not_json, parse_float=_finite)
+    except RecursionError:
+        raise BadRequest(f"{what} is nested too deeply") from None
     except ValueError as exc:
         raise BadRequest(f"{what} is not valid JSON: {exc}") from None
+
+
+def _is_pickle(path: Path) -> bool:
+    """True if the file starts like a pickle (protocol 2 and later begin with PROTO)."""
+    try:
+        with path.open("rb") as f:
+            head = f.read(2)
+    except OSError:
+        return False
+    return len(head) == 2 and head[0] == 0x80 and 2 <= head[1] <= 5
 
 
 def _load_bundle(path: Path, name: str | None, sample_file: str | None) -> Any:
@@ -60,6 +85,9 @@ def _load_bundle(path: Path, name: str | None, sample_file: str | None) -> Any:
             raise BadRequest(f"{path.name} holds model {packed.name!r}, not {name!r}",
                              hint="leave out --name, or save the bundle again under that name")
         return packed
+    if path.suffix not in (".pkl", ".pickle") and not _is_pickle(path):
+        raise BadRequest(f"{path} is neither a bundle (a tar written by gazelle.save) nor a pickled model",
+                         hint="save one in the notebook with gazelle.save(model, 'model.tar', name=...)")
     if not name:
         raise BadRequest("--name is required to deploy a pickled model")
     validate_name(name)
@@ -126,7 +154,10 @@ def status(args: argparse.Namespace) -> int:
 def logs(args: argparse.Namespace) -> int:
     name = validate_name(args.name)
     with _client(args) as client:
-        answer = client.api("GET", f"/models/{name}/logs", params={"tail": "200"})
+        params = {"tail": str(args.tail)}
+        if args.version is not None:
+            params["version"] = str(args.version)
+        answer = client.api("GET", f"/models/{name}/logs", params=params)
     for line in answer.get("lines", []):
         print(line)
     return 0
@@ -172,3 +203,33 @@ def token_create(args: argparse.Namespace) -> int:
         raise GazelleError("the server answered without a token")
     print(token)
     return 0
+
+
+def token_list(args: argparse.Namespace) -> int:
+    with _client(args) as client:
+        answer = client.api("GET", "/tokens")
+    tokens = answer.get("tokens", []) if isinstance(answer, dict) else []
+    print(table(["ID", "SCOPE", "NAME", "CREATED", "LAST USED"],
+                ([t.get("id"), t.get("scope"), t.get("name"), t.get("created"), t.get("last_used") or "never"]
+                 for t in tokens)))
+    return 0
+
+
+def token_revoke(args: argparse.Namespace) -> int:
+    with _client(args) as client:
+        answer = client.api("DELETE", f"/tokens/{args.id}")
+    revoked = answer.get("revoked", {}) if isinstance(answer, dict) else {}
+    print(f"revoked token {args.id} ({revoked.get('name', '')}); every server refuses it within 5 s")
+    return 0
+
+
+def token_from_file(path: str) -> str:
+    """The token in file ``path`` (``--token-file``): its first line, stripped."""
+    try:
+        lines = Path(path).read_text(encoding="utf-8").splitlines()
+    except (OSError, UnicodeDecodeError) as exc:
+        raise BadRequest(f"--token-file: cannot read {path}: {getattr(exc, 'strerror', None) or exc}") from None
+    token = lines[0].strip() if lines else ""
+    if not token:
+        raise BadRequest(f"--token-file: {path} is empty")
+    return token

@@ -18,9 +18,9 @@ import httpx
 
 from gazelle import __version__
 from gazelle.client.config import LOCAL_SERVER, Connection
-from gazelle.errors import (APIError, BadRequest, BundleError, Conflict, Forbidden, GazelleError, InvalidName,
-                            MethodNotAllowed, ModelError, NotFound, PayloadTooLarge, SchemaError,
-                            ServerUnreachable, Unauthorized, UnsupportedMediaType)
+from gazelle.errors import (APIError, BadRequest, BundleError, Conflict, Forbidden, GazelleError,
+                            InsufficientStorage, InvalidName, MethodNotAllowed, ModelError, NotFound,
+                            PayloadTooLarge, SchemaError, ServerUnreachable, Unauthorized, UnsupportedMediaType)
 
 API = "/api/v1"
 
@@ -29,10 +29,11 @@ _BY_TYPE: dict[str, type[GazelleError]] = {
     "unauthorized": Unauthorized, "forbidden": Forbidden, "not_found": NotFound,
     "method_not_allowed": MethodNotAllowed, "conflict": Conflict, "payload_too_large": PayloadTooLarge,
     "unsupported_media_type": UnsupportedMediaType, "model_error": ModelError,
+    "insufficient_storage": InsufficientStorage,
 }
 _BY_STATUS: dict[int, type[GazelleError]] = {
     400: BadRequest, 401: Unauthorized, 403: Forbidden, 404: NotFound, 405: MethodNotAllowed,
-    409: Conflict, 413: PayloadTooLarge, 415: UnsupportedMediaType,
+    409: Conflict, 413: PayloadTooLarge, 415: UnsupportedMediaType, 507: InsufficientStorage,
 }
 
 
@@ -74,6 +75,9 @@ def error_from_answer(response: httpx.Response) -> GazelleError:
     hint = error.get("hint") or None
     if status == 401 and not hint:
         hint = "pass token=, set GAZELLE_TOKEN, or use the admin token the server wrote to its data dir"
+    if status == 507 and not error_type:
+        # A proxy in front of the server may answer for it, without a Gazelle error body.
+        message, hint = "no space left on the server", hint or "free space on the server, then try again"
     err: GazelleError
     if error_type == "schema_error":
         path = str(error.get("path") or "")

@@ -1,8 +1,10 @@
 """The build server's HTTP API under ``/api/v1``, and ``/healthz``, ``/readyz``, ``/metrics``.
 
 Views only check input and delegate: the store holds state, the job runner does the work. Every call
-needs a bearer token: reading needs ``predict``, deploying ``deploy``, creating tokens ``admin``.
-Bad input is a ``GazelleError`` whose sentence names the field; ``app.py`` turns it into JSON.
+needs a bearer token: reading needs ``predict``, deploying and reading runtime logs (``/logs``, a
+job's ``error.logs`` and its ``log`` events) ``deploy``, managing tokens ``admin``.
+Bad input is a ``GazelleError`` whose sentence names the field; ``app.py`` turns it into JSON. Every
+JSON field is type-checked before use, so a client's mistake is a 4xx, never a 500.
 """
 from __future__ import annotations
 
@@ -10,24 +12,23 @@ import json
 import time
 from typing import TYPE_CHECKING, Any, Mapping
 
-from flask import Blueprint, Response, current_app, jsonify, request, stream_with_context
+from flask import Blueprint, Response, current_app, g, jsonify, request, stream_with_context
 
-from gazelle.errors import (BadRequest, BundleError, NotFound, PayloadTooLarge, TargetError,
-                            UnsupportedMediaType)
+from gazelle.errors import BadRequest, NotFound, TargetError, UnsupportedMediaType
 from gazelle.names import validate_name
-from gazelle.server import events
-from gazelle.server.auth import Auth, check_scope, require
+from gazelle.server import events, uploads
+from gazelle.server.auth import Auth, allows, check_name, check_scope, require
 from gazelle.server.jobs import DELETE_STAGES, STAGES, iso, job_json, new_job_id, pending_stages
-from gazelle.server.pipeline import save_bundle
-from gazelle.server.store import ACTIVE, JobRow, ModelRow, VersionRow
+from gazelle.server.store import ACTIVE, JobRow, ModelRow, TokenRow, VersionRow
 
 if TYPE_CHECKING:
     from gazelle.server.app import ServerState
 
-TAR_TYPES = ("application/x-tar", "application/tar", "application/octet-stream")
 DELETE_WAIT_SECONDS = 120.0
 MAX_REPLICAS = 100
 MAX_TAIL = 10_000
+MAX_VERSION = 1 << 30
+MAX_ID = (1 << 31) - 1   # the largest integer every database stores
 
 api = Blueprint("api", __name__, url_prefix="/api/v1")
 health = Blueprint("health", __name__)
@@ -81,31 +82,11 @@ def _json_object() -> dict[str, Any]:
         body = json.loads(raw.decode("utf-8")) if raw else None
     except (UnicodeDecodeError, ValueError) as err:
         raise BadRequest(f"the body is not valid JSON: {err}") from None
+    except RecursionError:
+        raise BadRequest("the body is nested too deeply to be a request of this API") from None
     if not isinstance(body, dict):
         raise BadRequest("the body must be a JSON object")
     return body
-
-
-def _read_bundle(limit: int) -> bytes:
-    if request.mimetype not in TAR_TYPES:
-        raise UnsupportedMediaType(f"the body must be a bundle tar (Content-Type: application/x-tar), "
-                                   f"got {request.mimetype or 'no content type'}")
-    too_large = PayloadTooLarge(f"the bundle is larger than this server accepts ({limit} bytes)",
-                                hint="raise GAZELLE_MAX_BUNDLE_BYTES on the server")
-    if request.content_length is not None and request.content_length > limit:
-        raise too_large
-    chunks, size = [], 0
-    while True:
-        chunk = request.stream.read(1 << 20)
-        if not chunk:
-            break
-        size += len(chunk)
-        if size > limit:
-            raise too_large
-        chunks.append(chunk)
-    if not size:
-        raise BundleError("the body is empty: send the bundle tar (gazelle.save writes one)")
-    return b"".join(chunks)
 
 
 # -- JSON shapes -----------------------------------------------------------------------------------
@@ -198,13 +179,7 @@ def create_version(name: str) -> tuple[Response, int]:
     validate_name(name)
     public = _flag("public")
     replicas = _arg("replicas", 1, low=1, high=MAX_REPLICAS)
-    data = _read_bundle(st.settings.max_bundle_bytes)
-    from gazelle.bundle import read_manifest
-
-    manifest = read_manifest(data)
-    if manifest["name"] != name:
-        raise BadRequest(f"the bundle is for model {manifest['name']!r}, but was sent to model {name!r}")
-    digest, _ = save_bundle(st.bundles_dir, data)
+    digest, manifest = uploads.receive(request, st.bundles_dir, st.settings.max_bundle_bytes, name)
     version, created = st.store.add_version(name, digest, manifest, public=public, replicas=replicas)
     if created:
         return _accepted(submit(name, version.version, "deploy"), version.version, 202)
@@ -236,7 +211,7 @@ def model_logs(name: str) -> Response:
     model = _model(name)
     versions = state().store.versions(name)
     default = model.live_version or (versions[-1].version if versions else 1)
-    number = _arg("version", default, low=1, high=1 << 30)
+    number = _arg("version", default, low=1, high=MAX_VERSION)
     _version(name, number)
     tail = _arg("tail", 200, low=1, high=MAX_TAIL)
     lines = state().wiring.target.logs(name, number, tail=tail)
@@ -250,7 +225,7 @@ def rollback(name: str) -> tuple[Response, int]:
     body = _json_object()
     if "version" not in body:
         raise BadRequest("version: required (the version to make live again)")
-    number = _number(body["version"], "version", low=1, high=1 << 30)
+    number = _number(body["version"], "version", low=1, high=MAX_VERSION)
     return _deploy_version(name, _version(name, number), "rollback")
 
 
@@ -276,7 +251,15 @@ def delete_model(name: str) -> tuple[Response, int]:
 @api.get("/jobs/<job_id>")
 @require(_auth, "predict")
 def get_job(job_id: str) -> Response:
-    return jsonify(job_json(_job(job_id), state().settings.base_url))
+    body = job_json(_job(job_id), state().settings.base_url)
+    if not _sees_logs() and body["error"] is not None:
+        body["error"] = events.without_logs(body["error"])
+    return jsonify(body)
+
+
+def _sees_logs() -> bool:
+    """Runtime log lines may hold what a model printed: only deploy tokens read them (as on /logs)."""
+    return allows(g.gazelle_token, "deploy")
 
 
 @api.get("/jobs/<job_id>/events")
@@ -286,22 +269,43 @@ def job_events(job_id: str) -> Response:
     _job(job_id)
     raw = request.headers.get("Last-Event-ID") or request.args.get("after") or "0"
     after = _number(raw, "Last-Event-ID", low=0, high=1 << 62)
-    body = stream_with_context(events.stream(st.store, st.hub, job_id, after))
+    body = stream_with_context(events.stream(st.store, st.hub, job_id, after, logs=_sees_logs()))
     return Response(body, mimetype="text/event-stream",
                     headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"})
+
+
+def token_json(row: TokenRow) -> dict[str, Any]:
+    """A token as the API shows it: never the secret, never its hash."""
+    return {"id": row.id, "name": row.name, "scope": row.scope, "created": iso(row.created),
+            "last_used": iso(row.last_used)}
 
 
 @api.post("/tokens")
 @require(_auth, "admin")
 def create_token() -> tuple[Response, int]:
     body = _json_object()
-    scope = check_scope(body.get("scope"))
-    name = body.get("name")
-    if name is not None and (not isinstance(name, str) or len(name) > 200):
-        raise BadRequest("name: expected a string of at most 200 characters")
+    if "scope" not in body:
+        raise BadRequest("scope: required (one of predict, deploy, admin)")
+    scope = check_scope(body["scope"])
+    name = check_name(body["name"]) if body.get("name") is not None else None
     token, row = state().auth.create_token(scope, name)
-    return jsonify({"token": token, "id": row.id, "scope": row.scope, "name": row.name,
-                    "created": iso(row.created)}), 201
+    return jsonify({"token": token, **token_json(row)}), 201
+
+
+@api.get("/tokens")
+@require(_auth, "admin")
+def list_tokens() -> Response:
+    return jsonify({"tokens": [token_json(row) for row in state().store.tokens()]})
+
+
+@api.delete("/tokens/<token_id>")
+@require(_auth, "admin")
+def revoke_token(token_id: str) -> Response:
+    number = _number(token_id, "id", low=1, high=MAX_ID)
+    row = state().auth.revoke(number)
+    if row is None:
+        raise NotFound(f"token {number} not found (or already revoked)")
+    return jsonify({"revoked": token_json(row)})
 
 
 @api.get("/openapi.json")

@@ -4,17 +4,22 @@ Scopes nest: ``admin`` ⊇ ``deploy`` ⊇ ``predict``. A token is shown once, wh
 first admin token is written to ``{data_dir}/token``, mode 0600); the server keeps only its hash, and
 no token ever reaches a log line, a job event or an error message.
 
-Verified hashes are cached in memory for a short while: the gateway checks a token on every prediction.
-Tokens cannot be revoked yet; when they can, the cache lifetime bounds how long a revoked one still works.
+Verified hashes are cached in memory for ``CACHE_SECONDS`` (5 s): the gateway checks a token on every
+prediction. A revoked token stops working at once in the server process that revoked it (its cache
+entry goes) and within ``CACHE_SECONDS`` in every other process sharing the database. A revoked
+token's row is kept, so a token file holding it is replaced by a new token, never registered again.
 """
 from __future__ import annotations
 
 import hashlib
+import json
 import logging
 import os
 import secrets
+import tempfile
 import threading
 import time
+import unicodedata
 from pathlib import Path
 from typing import Any, Callable, TypeVar
 
@@ -25,7 +30,8 @@ log = logging.getLogger("gazelle.server")
 
 SCOPES = ("predict", "deploy", "admin")
 _RANK = {scope: rank for rank, scope in enumerate(SCOPES)}
-CACHE_SECONDS = 30.0
+CACHE_SECONDS = 5.0
+MAX_NAME = 200
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -35,10 +41,30 @@ def hash_token(token: str) -> str:
 
 
 def check_scope(scope: object) -> str:
-    if scope not in _RANK:
-        raise BadRequest(f"scope: must be one of {', '.join(SCOPES)}, got {scope!r}")
-    assert isinstance(scope, str)
+    if not isinstance(scope, str) or scope not in _RANK:
+        shown = json.dumps(scope) if isinstance(scope, (dict, list, int, float, bool, type(None))) else repr(scope)
+        raise BadRequest(f"scope: must be one of {', '.join(SCOPES)}, got {shown}")
     return scope
+
+
+def check_name(name: object) -> str:
+    """A token label: 1 to ``MAX_NAME`` characters, none of them a control character or line break."""
+    if not isinstance(name, str):
+        raise BadRequest(f"name: expected a string, got {json.dumps(name)}")
+    try:
+        name.encode("utf-8")
+    except UnicodeEncodeError:
+        raise BadRequest("name: is not valid text (it holds a lone surrogate)") from None
+    if not name or len(name) > MAX_NAME:
+        raise BadRequest(f"name: expected 1 to {MAX_NAME} characters, got {len(name)}")
+    if any(unicodedata.category(ch) in ("Cc", "Zl", "Zp") for ch in name):
+        raise BadRequest("name: must not hold control characters or line breaks")
+    return name
+
+
+def allows(row: TokenRow, scope: str) -> bool:
+    """True if the token ``row`` has at least ``scope``."""
+    return _RANK[row.scope] >= _RANK[scope]
 
 
 def bearer(header: str | None) -> str | None:
@@ -52,8 +78,9 @@ def bearer(header: str | None) -> str | None:
 
 
 class Auth:
-    def __init__(self, store: Store) -> None:
+    def __init__(self, store: Store, *, clock: Callable[[], float] = time.monotonic) -> None:
         self.store = store
+        self.clock = clock          # what the cache's lifetime is measured with
         self._cache: dict[str, tuple[TokenRow, float]] = {}
         self._lock = threading.Lock()
 
@@ -61,8 +88,17 @@ class Auth:
         """A new random token with ``scope``: ``(token, row)``. Only the hash is stored."""
         scope = check_scope(scope)
         token = "gz_" + secrets.token_urlsafe(32)
-        row = self.store.add_token(name or f"{scope} token", scope, hash_token(token))
+        row = self.store.add_token(check_name(name) if name is not None else f"{scope} token", scope,
+                                   hash_token(token))
         return token, row
+
+    def revoke(self, token_id: int) -> TokenRow | None:
+        """Revoke token ``token_id``: refused from now on here, within ``CACHE_SECONDS`` elsewhere."""
+        row = self.store.revoke_token(token_id)
+        with self._lock:
+            for digest in [d for d, (cached, _) in self._cache.items() if cached.id == token_id]:
+                del self._cache[digest]
+        return row
 
     def ensure_admin_token(self, path: Path) -> bool:
         """Create the first admin token in ``path`` (0600) unless that file exists; True if created.
@@ -75,17 +111,25 @@ class Auth:
             fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
         except FileExistsError:
             token = _read_token_file(path)
+            if token and self.store.token_revoked(hash_token(token)):
+                _replace_token_file(path, self._new_admin_token())
+                log.warning("the admin token in %s was revoked; wrote a new one there", path)
+                return True
             if token and self.store.token_by_hash(hash_token(token)) is None:
                 self.store.add_token("admin (token file)", "admin", hash_token(token))
                 log.info("registered the admin token found in %s", path)
             return False
-        token = "gz_" + secrets.token_urlsafe(32)
         # The hash goes in first: a client that reads the file must find a working token.
-        self.store.add_token("admin (token file)", "admin", hash_token(token))
+        token = self._new_admin_token()
         with os.fdopen(fd, "w") as f:
             f.write(token + "\n")
         log.info("created an admin token in %s", path)
         return True
+
+    def _new_admin_token(self) -> str:
+        token = "gz_" + secrets.token_urlsafe(32)
+        self.store.add_token("admin (token file)", "admin", hash_token(token))
+        return token
 
     def identify(self, header: str | None) -> TokenRow:
         """The token row behind an Authorization header; Unauthorized if missing or unknown."""
@@ -94,7 +138,7 @@ class Auth:
             raise Unauthorized("this call needs a token: send the header 'Authorization: Bearer <token>'",
                                hint="a local server writes its admin token to the file 'token' in its data directory")
         digest = hash_token(token)
-        now = time.monotonic()
+        now = self.clock()
         with self._lock:
             cached = self._cache.get(digest)
         if cached is not None and cached[1] > now:
@@ -102,6 +146,7 @@ class Auth:
         row = self.store.token_by_hash(digest)
         if row is None:
             raise Unauthorized("unknown token", hint="create one with `gazelle token create --scope deploy`")
+        self.store.touch_token(row)
         with self._lock:
             if len(self._cache) > 10_000:
                 self._cache.clear()
@@ -111,7 +156,7 @@ class Auth:
     def check(self, header: str | None, scope: str, action: str) -> TokenRow:
         """The caller's token if it has at least ``scope``; ``action`` names the call in the 403."""
         row = self.identify(header)
-        if _RANK[row.scope] < _RANK[scope]:
+        if not allows(row, scope):
             raise Forbidden(f"{action} needs a token with scope '{scope}'; this token has scope '{row.scope}'")
         return row
 
@@ -135,17 +180,29 @@ def _read_token_file(path: Path) -> str:
     return ""
 
 
+def _replace_token_file(path: Path, token: str) -> None:
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".token-")   # mkstemp makes it 0600
+    try:
+        with os.fdopen(fd, "w") as f:
+            f.write(token + "\n")
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
 def require(auth_of: Callable[[], Auth], scope: str) -> Callable[[F], F]:
-    """View decorator: the request needs a token with ``scope``."""
+    """View decorator: the request needs a token with ``scope``; its row is then ``flask.g.gazelle_token``."""
     import functools
 
-    from flask import request
+    from flask import g, request
 
     def decorate(view: F) -> F:
         @functools.wraps(view)
         def wrapper(*args: Any, **kwargs: Any) -> Any:
-            auth_of().check(request.headers.get("Authorization"), scope,
-                            f"{request.method} {request.path}")
+            # The view may show more to a token with a wider scope (job logs to deploy tokens).
+            g.gazelle_token = auth_of().check(request.headers.get("Authorization"), scope,
+                                              f"{request.method} {request.path}")
             return view(*args, **kwargs)
 
         return wrapper  # type: ignore[return-value]

@@ -6,6 +6,9 @@ this process records something (``EventHub``), and polls the store once a second
 how it follows a job that another server process runs. The ``end`` event carries the final job JSON
 and closes the stream.
 
+Runtime and build log lines are for deploy tokens: ``stream(..., logs=False)`` leaves out the ``log``
+events and the ``logs`` of the final job's error, as ``GET /jobs/{id}`` does for such a token.
+
 ``redact`` scrubs what could carry a secret (passwords inside URLs, bearer tokens, known secret values)
 from every line before it is recorded.
 """
@@ -15,7 +18,7 @@ import json
 import re
 import threading
 import time
-from typing import Iterable, Iterator
+from typing import Any, Iterable, Iterator, Mapping
 
 from gazelle.server.store import EventRow, Store
 
@@ -69,23 +72,33 @@ class EventHub:
             return self._generation
 
 
-def format_event(row: EventRow) -> bytes:
-    data = json.dumps(row.data, separators=(",", ":"))
+def without_logs(error: Mapping[str, Any]) -> dict[str, Any]:
+    """A job's error without its log lines."""
+    return {k: v for k, v in error.items() if k != "logs"}
+
+
+def format_event(row: EventRow, *, logs: bool = True) -> bytes:
+    data_value = row.data
+    if not logs and row.kind == "end" and isinstance(row.data.get("error"), dict):
+        data_value = {**row.data, "error": without_logs(row.data["error"])}
+    data = json.dumps(data_value, separators=(",", ":"))
     return f"id: {row.id}\nevent: {row.kind}\ndata: {data}\n\n".encode("utf-8")
 
 
 def stream(store: Store, hub: EventHub, job_id: str, after: int = 0,
-           keepalive: float = KEEPALIVE_SECONDS) -> Iterator[bytes]:
+           keepalive: float = KEEPALIVE_SECONDS, *, logs: bool = True) -> Iterator[bytes]:
     """The SSE byte stream of one job: every event after id ``after``, then live ones, until ``end``
-    (or until the server stops: the client then reconnects)."""
+    (or until the server stops: the client then reconnects). ``logs=False``: without log lines."""
     yield b"retry: 1000\n\n"
     last_sent = time.monotonic()
     while not hub.closed:
         seen = hub.generation()
         rows = store.events(job_id, after)
         for row in rows:
-            yield format_event(row)
             after = row.id
+            if row.kind == "log" and not logs:
+                continue
+            yield format_event(row, logs=logs)
             if row.kind == "end":
                 return
         if rows:

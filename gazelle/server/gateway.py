@@ -15,9 +15,16 @@ on a unix socket is reached only after checking that its path is a socket, not a
 
 Browsers: a private model's page opened in a browser (a GET that accepts HTML, with no token) gets a
 small sign-in form instead of a JSON 401. The form posts the token to ``/m/{name}/_gazelle/signin``,
-which stores it in an HttpOnly, SameSite=Strict cookie for ``/m/``, so the try-it page and its
-``predict`` calls carry it; tokens never travel in URLs. ``presented_authorization()`` is what the
-authorizer reads: the Authorization header, else that cookie. Cookies are never forwarded.
+which checks it with ``authorize`` first (a refused token gets the form again with a note, and no
+cookie), then stores it in an HttpOnly, SameSite=Strict cookie for ``/m/``, so the try-it page and its
+``predict`` calls carry it; tokens never travel in URLs. A sign-in posted from another site is refused
+(403): ``Sec-Fetch-Site`` must be ``same-origin`` (or ``none``), else ``Origin``, else ``Referer`` must
+be this server's own origin, as Django's and Rails' CSRF checks do; a client sending none of them is
+not a browser. ``presented_authorization()`` is what the authorizer reads: the Authorization header,
+else that cookie. Cookies are never forwarded.
+
+Redirects the server makes itself (the trailing slash, the sign-in's 303, werkzeug's merged slashes)
+are relative: a ``Location`` is never built from the ``Host`` header, and the path in it is quoted.
 
 Switch-over: when the connection to a version fails before any answer byte arrives (refused or reset:
 a version that has just stopped), the route is resolved again and the request sent once more, to
@@ -31,14 +38,14 @@ import re
 import uuid
 from dataclasses import dataclass
 from typing import Any, Callable, Iterator
-from urllib.parse import quote
+from urllib.parse import quote, urlsplit
 
 import httpx
-from flask import Blueprint, Response, jsonify, redirect, request
+from flask import Blueprint, Response, g, jsonify, redirect, request
 from markupsafe import escape
 from werkzeug.wrappers import Response as BaseResponse
 
-from gazelle.errors import GazelleError, NotFound, TargetError, Unauthorized
+from gazelle.errors import Forbidden, GazelleError, NotFound, TargetError, Unauthorized
 from gazelle.server import upstream
 
 REPLAY_LIMIT = 16 * 1024 * 1024
@@ -56,6 +63,9 @@ _DROP_RESPONSE = HOP_BY_HOP | {"date", "server"}
 _REQUEST_ID = re.compile(r"^[A-Za-z0-9._:\-]{1,128}$")
 TOKEN_COOKIE = "gazelle_token"
 TOKEN_COOKIE_SECONDS = 8 * 3600
+# Versions are database integers: a larger number in a URL is a 404 like any missing version.
+_VERSION = "int(max=2147483647)"
+_PATH_SAFE = "/:@!$&'()*+,;=-._~"
 
 
 @dataclass(frozen=True)
@@ -97,18 +107,37 @@ def gateway_blueprint(resolve: Resolve, authorize: Authorize) -> Blueprint:
 
     @bp.route("/m/<name>/_gazelle/signin", methods=["POST"])
     def signin(name: str) -> BaseResponse:
+        if not _same_origin():
+            raise Forbidden("a sign-in must be posted from this server's own page, not from another site")
+        route = _lookup(resolve, name, None)
         answer = redirect(f"{request.script_root}/m/{quote(name)}/", code=303)
         token = (request.form.get("token") or "").strip()
-        if token:
-            answer.set_cookie(TOKEN_COOKIE, token, max_age=TOKEN_COOKIE_SECONDS, path=f"{request.script_root}/m/",
-                              httponly=True, samesite="Strict", secure=request.is_secure)
+        if route.public or not token:
+            return answer
+        g.gazelle_presented = f"Bearer {token}"
+        try:
+            authorize(route)
+        except (Unauthorized, Forbidden) as err:
+            return _signin_page(name, err, rejected=True)
+        answer.set_cookie(TOKEN_COOKIE, token, max_age=TOKEN_COOKIE_SECONDS, path=f"{request.script_root}/m/",
+                          httponly=True, samesite="Strict", secure=request.is_secure)
         return answer
+
+    @bp.after_app_request
+    def _relative_location(response: BaseResponse) -> BaseResponse:
+        location = response.headers.get("Location")
+        if location and response.status_code in (301, 302, 303, 307, 308):
+            parts = urlsplit(location)
+            # werkzeug's own redirects (merged slashes) are absolute, built from the Host header.
+            if parts.scheme and parts.netloc == request.host:
+                response.headers["Location"] = parts.path + (f"?{parts.query}" if parts.query else "")
+        return response
 
     @bp.route("/m/<name>", methods=METHODS, provide_automatic_options=False)
     def to_slash(name: str) -> Any:
         return _slash_redirect()
 
-    @bp.route("/m/<name>/v/<int:version>", methods=METHODS, provide_automatic_options=False)
+    @bp.route(f"/m/<name>/v/<{_VERSION}:version>", methods=METHODS, provide_automatic_options=False)
     def version_to_slash(name: str, version: int) -> Any:
         return _slash_redirect()
 
@@ -117,9 +146,9 @@ def gateway_blueprint(resolve: Resolve, authorize: Authorize) -> Blueprint:
     def live(name: str, rest: str) -> Response:
         return _forward(resolve, authorize, name, None, rest)
 
-    @bp.route("/m/<name>/v/<int:version>/", methods=METHODS, defaults={"rest": ""},
+    @bp.route(f"/m/<name>/v/<{_VERSION}:version>/", methods=METHODS, defaults={"rest": ""},
               provide_automatic_options=False)
-    @bp.route("/m/<name>/v/<int:version>/<path:rest>", methods=METHODS, provide_automatic_options=False)
+    @bp.route(f"/m/<name>/v/<{_VERSION}:version>/<path:rest>", methods=METHODS, provide_automatic_options=False)
     def pinned(name: str, version: int, rest: str) -> Response:
         return _forward(resolve, authorize, name, version, rest)
 
@@ -128,8 +157,22 @@ def gateway_blueprint(resolve: Resolve, authorize: Authorize) -> Blueprint:
 
 def _slash_redirect() -> BaseResponse:
     query = request.query_string.decode("latin-1")
-    target = request.script_root + request.path + "/" + (f"?{query}" if query else "")
-    return redirect(target, code=308)
+    path = quote(request.script_root + request.path, safe=_PATH_SAFE)
+    return redirect(path + "/" + (f"?{query}" if query else ""), code=308)
+
+
+def _same_origin() -> bool:
+    """False for a request a browser sent on behalf of another site."""
+    site = request.headers.get("Sec-Fetch-Site")
+    if site is not None:
+        return site in ("same-origin", "none")
+    # Hosts, not schemes, are compared: behind a proxy that ends TLS the server sees http while the
+    # browser says https. Another site cannot make its Origin name this host.
+    for header in ("Origin", "Referer"):
+        value = request.headers.get(header)
+        if value is not None:
+            return urlsplit(value).netloc == request.host
+    return True
 
 
 def _lookup(resolve: Resolve, name: str, version: int | None) -> Route:
@@ -172,7 +215,11 @@ def _forward(resolve: Resolve, authorize: Authorize, name: str, version: int | N
 
 
 def presented_authorization() -> str | None:
-    """The caller's credentials as an Authorization header value: the header, else the sign-in cookie."""
+    """The caller's credentials as an Authorization header value: the header, else the sign-in cookie
+    (during a sign-in: the token posted in the form)."""
+    presented = g.get("gazelle_presented")
+    if presented:
+        return str(presented)
     header = request.headers.get("Authorization")
     if header:
         return header
@@ -180,9 +227,9 @@ def presented_authorization() -> str | None:
     return f"Bearer {cookie}" if cookie else None
 
 
-def _signin_page(name: str, err: Unauthorized) -> Response:
-    tried = TOKEN_COOKIE in request.cookies
-    note = "That token was not accepted. " if tried else ""
+def _signin_page(name: str, err: GazelleError, *, rejected: bool = False) -> Response:
+    tried = rejected or TOKEN_COOKIE in request.cookies
+    note = f"That token was not accepted: {err.message}. " if tried else ""
     html = f"""<!doctype html><html lang="en"><head><meta charset="utf-8"><title>{escape(name)}: sign in</title>
 <style>body{{font:16px system-ui,sans-serif;max-width:32rem;margin:4rem auto;padding:0 1rem;color:#222}}
 input{{width:100%;padding:.5rem;font:inherit;box-sizing:border-box}}button{{margin-top:.75rem;padding:.5rem 1rem;font:inherit}}

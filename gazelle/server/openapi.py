@@ -24,7 +24,8 @@ def _errors(*codes: int) -> dict[str, Any]:
     why = {400: "Bad parameters or body (the message names the field)",
            401: "No token, or an unknown one", 403: "The token lacks the scope this call needs",
            404: "No such model, version or job", 413: "The bundle is too large",
-           415: "Wrong Content-Type", 422: "The bundle cannot be read", 500: "A server-side failure"}
+           415: "Wrong Content-Type", 422: "The bundle cannot be read", 500: "A server-side failure",
+           507: "No space left on the server to store the bundle"}
     return {str(code): _json(_ref("Error"), why[code]) for code in codes}
 
 
@@ -33,6 +34,8 @@ _NAME = {"name": "name", "in": "path", "required": True, "description": "Model n
 _JOB_ID = {"name": "id", "in": "path", "required": True, "schema": {"type": "string"}}
 _TIME = {"type": "string", "format": "date-time"}
 _NTIME = {"type": "string", "format": "date-time", "nullable": True}
+_TOKEN_ID = {"name": "id", "in": "path", "required": True, "description": "The token's public id",
+             "schema": {"type": "integer", "minimum": 1, "maximum": 2147483647}}
 
 SCHEMAS: dict[str, Any] = {
     "Error": {"type": "object", "required": ["error"], "properties": {"error": {
@@ -61,11 +64,31 @@ SCHEMAS: dict[str, Any] = {
         "status": {"type": "string", "enum": ["live", "ready", "failed", "retired", "deploying", "restoring", "down"]},
         "public": {"type": "boolean"}, "replicas": {"type": "integer"},
         "python": {"type": "string", "nullable": True}, "created": _TIME, "updated": _TIME}},
+    "Token": {"type": "object", "required": ["id", "name", "scope", "created"], "properties": {
+        "id": {"type": "integer"}, "name": {"type": "string"},
+        "scope": {"type": "string", "enum": ["predict", "deploy", "admin"]}, "created": _TIME,
+        "last_used": {**_NTIME, "description": "to within a minute"}}},
     "Model": {"type": "object", "required": ["name", "public", "live_version", "url", "versions"], "properties": {
         "name": {"type": "string"}, "public": {"type": "boolean"},
         "live_version": {"type": "integer", "nullable": True}, "url": {"type": "string"},
         "versions": {"type": "array", "items": _ref("Version")}, "created": _TIME, "updated": _TIME}},
 }
+
+
+def _links(**links: tuple[str, dict[str, str]]) -> dict[str, Any]:
+    """OpenAPI links: what a client (or a stateful fuzzer) can call next with values from this answer."""
+    return {name: {"operationId": op, "parameters": params} for name, (op, params) in links.items()}
+
+
+_MODEL = {"name": "$request.path.name"}
+_VERSION_LINKS = _links(
+    GetJob=("getJob", {"id": "$response.body#/job"}), JobEvents=("jobEvents", {"id": "$response.body#/job"}),
+    GetModel=("getModel", _MODEL), ModelLogs=("modelLogs", _MODEL), Rollback=("rollback", _MODEL),
+    DeleteModel=("deleteModel", _MODEL))
+
+
+def _with_links(response: dict[str, Any], links: dict[str, Any]) -> dict[str, Any]:
+    return {**response, "links": links}
 
 
 def document(server_url: str = "") -> dict[str, Any]:
@@ -78,12 +101,14 @@ def document(server_url: str = "") -> dict[str, Any]:
             "parameters": [_NAME,
                            {"name": "public", "in": "query", "schema": {"type": "boolean", "default": False},
                             "description": "serve predictions without a token"},
-                           {"name": "replicas", "in": "query", "schema": {"type": "integer", "minimum": 1}}],
+                           {"name": "replicas", "in": "query",
+                            "schema": {"type": "integer", "minimum": 1, "maximum": 100, "default": 1}}],
             "requestBody": {"required": True, "content": {"application/x-tar": {
                 "schema": {"type": "string", "format": "binary"}}}},
-            "responses": {"202": _json(_ref("Accepted"), "A job deploys the version"),
-                          "200": _json(_ref("Accepted"), "This bundle is already the live version"),
-                          **_errors(400, 401, 403, 413, 415, 422)}}},
+            "responses": {"202": _with_links(_json(_ref("Accepted"), "A job deploys the version"), _VERSION_LINKS),
+                          "200": _with_links(_json(_ref("Accepted"), "This bundle is already the live version"),
+                                             _VERSION_LINKS),
+                          **_errors(400, 401, 403, 413, 415, 422, 507)}}},
         "/models": {"get": {
             "summary": "List models", "operationId": "listModels", "tags": ["models"],
             "responses": {"200": _json({"type": "object", "properties": {
@@ -97,12 +122,13 @@ def document(server_url: str = "") -> dict[str, Any]:
                        "responses": {"200": _json({"type": "object", "properties": {
                            "deleted": {"type": "string"}, "job": {"type": "string"}}}, "Deleted"),
                            "202": _json(_ref("Accepted"), "Deleting takes longer; follow the job"),
-                           **_errors(401, 403, 404, 500)}}},
+                           **_errors(400, 401, 403, 404, 500)}}},
         "/models/{name}/logs": {"get": {
             "summary": "The last lines a version's runtime wrote", "operationId": "modelLogs", "tags": ["models"],
-            "parameters": [_NAME, {"name": "version", "in": "query", "schema": {"type": "integer", "minimum": 1}},
+            "parameters": [_NAME, {"name": "version", "in": "query",
+                                   "schema": {"type": "integer", "minimum": 1, "maximum": 1 << 30}},
                            {"name": "tail", "in": "query",
-                            "schema": {"type": "integer", "minimum": 1, "default": 200}}],
+                            "schema": {"type": "integer", "minimum": 1, "maximum": 10_000, "default": 200}}],
             "responses": {"200": _json({"type": "object", "properties": {
                 "model": {"type": "string"}, "version": {"type": "integer"},
                 "lines": {"type": "array", "items": {"type": "string"}}}}, "Log lines"),
@@ -111,7 +137,8 @@ def document(server_url: str = "") -> dict[str, Any]:
             "summary": "Make an earlier version live again", "operationId": "rollback", "tags": ["models"],
             "parameters": [_NAME],
             "requestBody": {"required": True, "content": {"application/json": {"schema": {
-                "type": "object", "required": ["version"], "properties": {"version": {"type": "integer"}}}}}},
+                "type": "object", "required": ["version"],
+                "properties": {"version": {"type": "integer", "minimum": 1, "maximum": 1 << 30}}}}}},
             "responses": {"202": _json(_ref("Accepted"), "A job redeploys that version"),
                           "200": _json(_ref("Accepted"), "That version is already live"),
                           **_errors(400, 401, 403, 404, 415)}}},
@@ -124,20 +151,37 @@ def document(server_url: str = "") -> dict[str, Any]:
             "description": "`event: stage` data {stage, status, message}; `event: log` data {stage, line}; "
                            "last `event: end` data = the job. Reconnect with Last-Event-ID to resume.",
             "operationId": "jobEvents", "tags": ["jobs"],
-            "parameters": [_JOB_ID, {"name": "Last-Event-ID", "in": "header", "schema": {"type": "integer"}}],
+            "parameters": [_JOB_ID, {"name": "Last-Event-ID", "in": "header",
+                                     "schema": {"type": "integer", "minimum": 0, "maximum": 1 << 62}}],
             "responses": {"200": {"description": "An event stream",
                                   "content": {"text/event-stream": {"schema": {"type": "string"}}}},
-                          **_errors(401, 404)}}},
-        "/tokens": {"post": {
-            "summary": "Create a token (admin)", "operationId": "createToken", "tags": ["tokens"],
-            "requestBody": {"required": True, "content": {"application/json": {"schema": {
-                "type": "object", "required": ["scope"], "properties": {
-                    "scope": {"type": "string", "enum": ["predict", "deploy", "admin"]},
-                    "name": {"type": "string"}}}}}},
-            "responses": {"201": _json({"type": "object", "properties": {
-                "token": {"type": "string", "description": "shown once; only its hash is stored"},
-                "id": {"type": "integer"}, "scope": {"type": "string"}, "name": {"type": "string"},
-                "created": _TIME}}, "The new token"), **_errors(400, 401, 403, 415)}}},
+                          **_errors(400, 401, 404)}}},
+        "/tokens": {
+            "post": {
+                "summary": "Create a token (admin)", "operationId": "createToken", "tags": ["tokens"],
+                "requestBody": {"required": True, "content": {"application/json": {"schema": {
+                    "type": "object", "required": ["scope"], "properties": {
+                        "scope": {"type": "string", "enum": ["predict", "deploy", "admin"]},
+                        "name": {"type": "string", "minLength": 1, "maxLength": 200, "nullable": True,
+                                 "pattern": "^[^\\u0000-\\u001f\\u007f-\\u009f\\u2028\\u2029]*$",
+                                 "description": "a label; default: '<scope> token'"}}}}}},
+                "responses": {"201": _with_links(_json({"allOf": [_ref("Token"), {
+                    "type": "object", "required": ["token"], "properties": {"token": {
+                        "type": "string", "description": "shown once; only its hash is stored"}}}]}, "The new token"),
+                    _links(RevokeToken=("revokeToken", {"id": "$response.body#/id"}))),
+                    **_errors(400, 401, 403, 415)}},
+            "get": {
+                "summary": "List the tokens that are not revoked (admin); never their secrets",
+                "operationId": "listTokens", "tags": ["tokens"],
+                "responses": {"200": _json({"type": "object", "required": ["tokens"], "properties": {
+                    "tokens": {"type": "array", "items": _ref("Token")}}}, "Every live token"),
+                    **_errors(401, 403)}}},
+        "/tokens/{id}": {"delete": {
+            "summary": "Revoke a token (admin): refused at once by this server process, within 5 s by all",
+            "operationId": "revokeToken", "tags": ["tokens"], "parameters": [_TOKEN_ID],
+            "responses": {"200": _json({"type": "object", "required": ["revoked"],
+                                        "properties": {"revoked": _ref("Token")}}, "The revoked token"),
+                          **_errors(400, 401, 403, 404)}}},
         "/openapi.json": {"get": {
             "summary": "This document", "operationId": "openapi", "tags": ["meta"], "security": [],
             "responses": {"200": {"description": "OpenAPI 3 document",

@@ -12,6 +12,7 @@ The server never unpickles a model: the check stage reads ``gazelle.json`` and h
 """
 from __future__ import annotations
 
+import errno
 import hashlib
 import logging
 import os
@@ -20,11 +21,11 @@ import time
 import uuid
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, Callable, Iterator, Mapping, Sequence
+from typing import IO, Any, Callable, Iterator, Mapping, Sequence
 
 import httpx
 
-from gazelle.errors import BundleError, GazelleError
+from gazelle.errors import BundleError, GazelleError, InsufficientStorage, PayloadTooLarge
 from gazelle.names import validate_name
 from gazelle.server import upstream
 from gazelle.server.artifacts import Artifact, ImageRef, LocalEnv
@@ -37,6 +38,8 @@ from gazelle.server.targets import Log, Release, Running, Switching, Target
 
 log = logging.getLogger("gazelle.server")
 
+UPLOAD_CHUNK = 1 << 20
+
 
 def bundle_path(bundles_dir: Path, digest: str) -> Path:
     """Bundles are stored by content: ``sha256:<hex>`` -> ``{bundles_dir}/sha256-<hex>.tar``."""
@@ -44,18 +47,46 @@ def bundle_path(bundles_dir: Path, digest: str) -> Path:
     return bundles_dir / f"{algorithm}-{hexdigest}.tar"
 
 
-def save_bundle(bundles_dir: Path, data: bytes) -> tuple[str, Path]:
-    """Store ``data`` under its digest (written to a temporary file, then renamed: never half a file)."""
-    digest = "sha256:" + hashlib.sha256(data).hexdigest()
-    path = bundle_path(bundles_dir, digest)
-    if path.exists() and path.stat().st_size == len(data):
-        return digest, path
+def save_bundle(bundles_dir: Path, source: bytes | IO[bytes], *, limit: int | None = None,
+                check: Callable[[Path], None] | None = None) -> tuple[str, Path]:
+    """Store a bundle under its digest: ``(digest, path)``.
+
+    ``source`` (bytes, or a stream read in chunks, never whole) is written to a temporary file while it
+    is hashed, ``check(temporary path)`` may refuse it, and only then is it renamed into place: never
+    half a file, never an unchecked one. More than ``limit`` bytes is ``PayloadTooLarge``; a full disk
+    is ``InsufficientStorage``; either way nothing is left behind.
+    """
     bundles_dir.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=bundles_dir, prefix=".upload-")
+    hasher, size = hashlib.sha256(), 0
+    chunks: Iterator[bytes] = iter([source]) if isinstance(source, bytes) else \
+        iter(lambda: source.read(UPLOAD_CHUNK), b"")
     try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-        os.replace(tmp, path)
+        try:
+            with os.fdopen(fd, "wb") as f:
+                for chunk in chunks:
+                    size += len(chunk)
+                    if limit is not None and size > limit:
+                        raise PayloadTooLarge(f"the bundle is larger than this server accepts ({limit} bytes)",
+                                              hint="raise GAZELLE_MAX_BUNDLE_BYTES on the server")
+                    hasher.update(chunk)
+                    f.write(chunk)
+        except OSError as err:
+            if err.errno in (errno.ENOSPC, errno.EDQUOT):
+                raise InsufficientStorage(f"no space left on the server to store a bundle of {size} bytes "
+                                          "or more", hint="free space in the server's data directory, "
+                                          "then send it again") from None
+            raise
+        if not size:
+            raise BundleError("the body is empty: send the bundle tar (gazelle.save writes one)")
+        if check is not None:
+            check(Path(tmp))
+        digest = "sha256:" + hasher.hexdigest()
+        path = bundle_path(bundles_dir, digest)
+        if path.exists() and path.stat().st_size == size:
+            Path(tmp).unlink()
+        else:
+            os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise

@@ -87,8 +87,15 @@ tokens_t = sa.Table(
     sa.Column("scope", sa.String(16), nullable=False),
     sa.Column("hash", sa.String(64), nullable=False, unique=True),
     sa.Column("created", sa.Double, nullable=False),
+    sa.Column("last_used", sa.Double, nullable=True),
+    sa.Column("revoked", sa.Double, nullable=True),
     sqlite_autoincrement=True,
 )
+
+# Columns added after the first release: ``create_schema`` adds them to an existing table.
+_ADDED_COLUMNS = {"tokens": ("last_used", "revoked")}
+# How stale ``last_used`` may get: refreshing it on every request would make each one a write.
+LAST_USED_RESOLUTION = 60.0
 
 
 @dataclass(frozen=True)
@@ -146,6 +153,7 @@ class TokenRow:
     name: str
     scope: str
     created: float
+    last_used: float | None = None
 
 
 def _model(row: Any) -> ModelRow:
@@ -167,6 +175,10 @@ def _version(row: Any) -> VersionRow:
                       json.loads(row.manifest), bool(row.public), row.replicas, row.created, row.updated)
 
 
+def _token(row: Any) -> TokenRow:
+    return TokenRow(row.id, row.name, row.scope, row.created, row.last_used)
+
+
 def _job(row: Any) -> JobRow:
     return JobRow(row.id, row.seq, row.model, row.version, row.kind, row.status, row.stage,
                   json.loads(row.stages), json.loads(row.error) if row.error else None,
@@ -185,6 +197,25 @@ class Store:
 
     def create_schema(self) -> None:
         metadata.create_all(self.engine)
+        self._add_missing_columns()
+
+    def _add_missing_columns(self) -> None:
+        """Bring a table made by an earlier release up to date (new columns are all nullable)."""
+        for table_name, columns in _ADDED_COLUMNS.items():
+            table = metadata.tables[table_name]
+            present = {c["name"] for c in sa.inspect(self.engine).get_columns(table_name)}
+            for column_name in columns:
+                if column_name in present:
+                    continue
+                column_type = table.c[column_name].type.compile(dialect=self.engine.dialect)
+                try:
+                    with self._write() as c:
+                        c.execute(sa.text(f"ALTER TABLE {table_name} ADD COLUMN {column_name} {column_type}"))
+                except sa.exc.DBAPIError:
+                    # Another server process starting at the same moment may have added it first.
+                    present = {c["name"] for c in sa.inspect(self.engine).get_columns(table_name)}
+                    if column_name not in present:
+                        raise
 
     def close(self) -> None:
         self.engine.dispose()
@@ -405,9 +436,41 @@ class Store:
         return TokenRow(int(key[0]), name, scope, now)
 
     def token_by_hash(self, token_hash: str) -> TokenRow | None:
+        """The token with that hash, unless it was revoked."""
         with self._read() as c:
-            row = c.execute(sa.select(tokens_t).where(tokens_t.c.hash == token_hash)).first()
-        return TokenRow(row.id, row.name, row.scope, row.created) if row else None
+            row = c.execute(sa.select(tokens_t).where(tokens_t.c.hash == token_hash,
+                                                      tokens_t.c.revoked.is_(None))).first()
+        return _token(row) if row else None
+
+    def token_revoked(self, token_hash: str) -> bool:
+        with self._read() as c:
+            row = c.execute(sa.select(tokens_t.c.revoked).where(tokens_t.c.hash == token_hash)).first()
+        return row is not None and row.revoked is not None
+
+    def tokens(self) -> list[TokenRow]:
+        """Every token not revoked, oldest first."""
+        with self._read() as c:
+            rows = c.execute(sa.select(tokens_t).where(tokens_t.c.revoked.is_(None)).order_by(tokens_t.c.id))
+            return [_token(r) for r in rows]
+
+    def revoke_token(self, token_id: int) -> TokenRow | None:
+        """Revoke a token for good (its row stays, so a token file holding it is never re-registered);
+        the row as it was, or None if there is no such token or it was already revoked."""
+        with self._write() as c:
+            row = c.execute(sa.select(tokens_t).where(tokens_t.c.id == token_id,
+                                                      tokens_t.c.revoked.is_(None))).first()
+            if row is None:
+                return None
+            c.execute(tokens_t.update().where(tokens_t.c.id == token_id).values(revoked=time.time()))
+        return _token(row)
+
+    def touch_token(self, token: TokenRow) -> None:
+        """Record that ``token`` was used now, at most once per ``LAST_USED_RESOLUTION`` seconds."""
+        now = time.time()
+        if token.last_used is not None and now - token.last_used < LAST_USED_RESOLUTION:
+            return
+        with self._write() as c:
+            c.execute(tokens_t.update().where(tokens_t.c.id == token.id).values(last_used=now))
 
 
 def _engine(url: str) -> Engine:

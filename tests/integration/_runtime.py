@@ -174,6 +174,17 @@ class Runtime:
                     raise AssertionError(f"log line is not JSON: {raw!r}") from None
         return out
 
+    def wait_events(self, name: str, enough: Any, what: str, timeout: float = 30.0) -> list[dict[str, Any]]:
+        """The ``name`` events once ``enough(events)`` holds (log lines reach the file after the answer)."""
+        deadline = time.monotonic() + timeout
+        while True:
+            found = self.events(name)
+            if enough(found):
+                return found
+            if time.monotonic() > deadline:
+                raise AssertionError(f"timed out waiting for {what}; {name} events: {found[-5:]}")
+            time.sleep(0.05)
+
     def events(self, name: str) -> list[dict[str, Any]]:
         return [line for line in self.lines() if line.get("event") == name]
 

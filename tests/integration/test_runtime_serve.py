@@ -49,7 +49,8 @@ def test_predicts_over_http_with_model_name_version_and_request_id(accounts):
 def test_every_log_line_is_json_and_access_lines_have_the_fields_and_no_secrets(accounts):
     predict(accounts, {"instances": ["secret words here"]}, headers={"Authorization": "Bearer tok-HIDDEN",
                                                                     "X-Request-ID": "log-check-1"})
-    time.sleep(0.2)
+    accounts.wait_events("request", lambda found: any(e["request_id"] == "log-check-1" for e in found),
+                         "the access line of request log-check-1")
     lines = accounts.lines()  # fails on any line that is not JSON, gunicorn's own included
     access = [line for line in lines if line.get("event") == "request" and line["request_id"] == "log-check-1"]
     assert len(access) == 1
@@ -62,11 +63,13 @@ def test_every_log_line_is_json_and_access_lines_have_the_fields_and_no_secrets(
 
 def test_metrics_add_up_requests_from_all_workers(accounts):
     before = _count(call(accounts.url + "/metrics")[1], "/predict", "200")
+    logged = len([e for e in accounts.events("request") if e["path"] == "/predict"])
     with ThreadPoolExecutor(8) as pool:
         statuses = list(pool.map(lambda _: predict(accounts, {"instances": ["hotel in Berlin"]})[0], range(40)))
     assert statuses == [200] * 40
-    time.sleep(0.2)
-    served_by = {line["pid"] for line in accounts.events("request") if line["path"] == "/predict"}
+    found = accounts.wait_events("request", lambda found: len([e for e in found if e["path"] == "/predict"])
+                                 >= logged + 40, "the access lines of the 40 requests")
+    served_by = {line["pid"] for line in [e for e in found if e["path"] == "/predict"][logged:]}
     assert len(served_by) == 2, "both workers should have answered some of the 40 requests"
     # Whichever worker answers the scrape, it reports every worker's requests.
     for _ in range(6):
@@ -122,8 +125,9 @@ def test_model_error_is_a_500_with_an_id_that_is_logged_with_the_traceback(bundl
         error_id = body["error"]["id"]
         assert f"(error id {error_id})" in body["error"]["message"]
         assert [call(runtime.url + "/predict", {"instances": ["abc"]})[1]["predictions"] for _ in range(4)] == [[3]] * 4
-        time.sleep(0.2)
-        logged = [e for e in runtime.events("model_error") if e["error_id"] == error_id]
+        found = runtime.wait_events("model_error", lambda found: any(e["error_id"] == error_id for e in found),
+                                    f"the log line of error {error_id}")
+        logged = [e for e in found if e["error_id"] == error_id]
         assert logged and logged[0]["error"] == "ValueError: cannot handle 'boom'"
         assert "Traceback" in logged[0]["traceback"] and "request_id" in logged[0]
 

@@ -153,7 +153,8 @@ def test_try_it_page_ranks_the_travel_account_first_for_a_taxi_expense(browser, 
         assert sent["url"] == runtime.url + "/predict?proba=true"
         assert sent["headers"].get("Authorization") == "Bearer tok-for-the-gateway"
 
-        time.sleep(0.3)
-        browser_posts = [e for e in runtime.events("request") if e["path"] == "/predict"]
+        requests = runtime.wait_events("request", lambda found: len([e for e in found if e["path"] == "/predict"]) >= 2,
+                                       "the access lines of the browser's two predictions")
+        browser_posts = [e for e in requests if e["path"] == "/predict"]
         assert len(browser_posts) == 2 and all(e["status"] == 200 for e in browser_posts)
         assert "tok-for-the-gateway" not in runtime.text()

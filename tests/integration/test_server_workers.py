@@ -23,8 +23,10 @@ def test_one_worker_runs_jobs_all_serve_and_another_takes_over(tmp_path: Path) -
     data_dir = tmp_path / "data"
     server = start_server(data_dir, workers=2)
     try:
-        workers = {p.pid for p in psutil.Process(server.popen.pid).children()}
-        assert len(workers) == 2
+        # /readyz answers as soon as one worker serves; the second may still be forking.
+        master = psutil.Process(server.popen.pid)
+        wait_for(lambda: len(master.children()) == 2, "gunicorn to start its second worker")
+        workers = {p.pid for p in master.children()}
         assert server.deploy("shared", bundle(lengths, "shared"))["status"] == "succeeded"
         runner = _runner_pid(data_dir)
         assert runner in workers
@@ -42,3 +44,31 @@ def test_one_worker_runs_jobs_all_serve_and_another_takes_over(tmp_path: Path) -
     finally:
         server.terminate()
         kill_runtimes(data_dir)
+
+
+def test_a_revoked_token_is_refused_by_every_worker_within_the_cache_bound(tmp_path: Path) -> None:
+    from gazelle.server.auth import CACHE_SECONDS
+
+    server = start_server(tmp_path / "data", workers=2)
+    try:
+        master = psutil.Process(server.popen.pid)
+        wait_for(lambda: len(master.children()) == 2, "gunicorn to start its second worker")
+        with server.client() as admin:
+            made = admin.post("/api/v1/tokens", json={"scope": "predict", "name": "leaked"}).json()
+
+        def statuses() -> set[int]:
+            # A fresh connection each time, so the requests spread over both workers (and their caches).
+            seen = set()
+            for _ in range(20):
+                with server.client(made["token"]) as c:
+                    seen.add(c.get("/api/v1/models").status_code)
+            return seen
+
+        assert statuses() == {200}
+        with server.client() as admin:
+            assert admin.delete(f"/api/v1/tokens/{made['id']}").status_code == 200
+        wait_for(lambda: statuses() == {401}, "every worker to refuse the revoked token",
+                 timeout=CACHE_SECONDS + 10)
+    finally:
+        server.terminate()
+        kill_runtimes(server.data_dir)

@@ -260,3 +260,78 @@ def test_cli_token_create_prints_a_token_that_works(server, capsys):
 def test_cli_predict_rejects_a_body_that_is_not_json(server, capsys):
     assert cli_main(["predict", "lengths", "{not json"]) == 1
     assert "the request body is not valid JSON" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("body, problem", [
+    ('{"instances": [[NaN, 0.2]]}', "NaN is not a JSON value"),
+    ('{"instances": [[Infinity, 0.2]]}', "Infinity is not a JSON value"),
+    ('{"instances": [[1e999, 0.2]]}', "1e999 is too large for a JSON number"),
+    ("[" * 100_000, "nested too deeply"),
+])
+def test_cli_predict_refuses_what_json_cannot_carry_in_one_line(server, capsys, body, problem):
+    assert cli_main(["predict", "lengths", body]) == 1
+    err = capsys.readouterr().err
+    assert err.startswith("gazelle: the request body") and problem in err and err.count("\n") == 1
+
+
+def test_cli_deploy_of_a_file_that_is_neither_bundle_nor_pickle_says_so(server, tmp_path, capsys):
+    path = tmp_path / "passwd"
+    path.write_text("root:x:0:0:root:/root:/bin/bash\n")
+    assert cli_main(["deploy", str(path)]) == 1
+    err = capsys.readouterr().err
+    assert f"{path} is neither a bundle" in err and "--name" not in err
+
+
+def test_cli_logs_shows_the_tail_of_the_version_asked_for(server, capsys):
+    upload()
+    upload(sample=("a", "bb", "ccc"))
+    target = server.state.wiring.target
+    for version in (1, 2):
+        path = target._log_file("lengths", version)   # where the local target's runtimes write
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text("".join(f"v{version} line {i}\n" for i in range(10)))
+    assert cli_main(["logs", "lengths", "--tail", "3", "--version", "1"]) == 0
+    assert capsys.readouterr().out.splitlines() == ["v1 line 7", "v1 line 8", "v1 line 9"]
+    assert cli_main(["logs", "lengths", "--tail", "1"]) == 0
+    assert capsys.readouterr().out.splitlines() == ["v2 line 9"]
+
+
+def test_cli_token_list_and_revoke(server, capsys):
+    assert cli_main(["token", "create", "--scope", "deploy", "--name", "ci"]) == 0
+    token = capsys.readouterr().out.strip()
+    assert cli_main(["token", "list"]) == 0
+    out = capsys.readouterr().out
+    assert token not in out and server.token not in out
+    header, *rows = out.splitlines()
+    assert header.split() == ["ID", "SCOPE", "NAME", "CREATED", "LAST", "USED"]
+    [ci] = [row.split() for row in rows if " ci " in row]
+    assert ci[1] == "deploy" and ci[-1] == "never"
+    assert cli_main(["token", "revoke", ci[0]]) == 0
+    assert f"revoked token {ci[0]} (ci)" in capsys.readouterr().out
+    with pytest.raises(Unauthorized):
+        gazelle.list_models(token=token)
+
+
+def test_cli_reads_the_token_from_a_file(server, capsys, tmp_path, monkeypatch):
+    assert cli_main(["token", "create", "--scope", "predict"]) == 0
+    (tmp_path / "tok").write_text(capsys.readouterr().out)
+    monkeypatch.setenv("GAZELLE_DATA_DIR", str(tmp_path / "nowhere"))   # no local admin token
+    assert cli_main(["--token-file", str(tmp_path / "tok"), "list"]) == 0
+    assert capsys.readouterr().out.strip() == "no models"
+    assert cli_main(["--token-file", str(tmp_path / "tok"), "token", "list"]) == 1
+    assert "needs a token with scope 'admin'" in capsys.readouterr().err
+    assert cli_main(["--token-file", str(tmp_path / "missing"), "list"]) == 1
+    assert capsys.readouterr().err.startswith("gazelle: --token-file: cannot read")
+
+
+
+def test_cli_token_on_the_command_line_still_works_but_warns(server, capsys):
+    assert cli_main(["--token", server.token, "list"]) == 0
+    captured = capsys.readouterr()
+    assert captured.out.strip() == "no models"
+    assert "--token shows the token to every user of this machine" in captured.err
+    assert server.token not in captured.err
+    from gazelle.cli import build_parser
+
+    usage = build_parser().format_help()
+    assert "--token-file" in usage and "--token " not in usage

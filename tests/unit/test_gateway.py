@@ -330,6 +330,65 @@ def test_signin_sets_a_strict_httponly_cookie_and_the_page_then_opens(private: G
 
 
 def test_a_wrong_token_in_the_cookie_shows_the_form_again_with_a_note(private: Gateway) -> None:
-    private.client.post("/m/secret/_gazelle/signin", data={"token": "bad"})
+    private.client.set_cookie(TOKEN_COOKIE, "stale", path="/m/")
     got = private.client.get("/m/secret/", headers={"Accept": "text/html"})
     assert got.status_code == 401 and "not accepted" in got.get_data(as_text=True)
+
+
+def test_signin_with_a_wrong_token_shows_the_form_again_and_sets_no_cookie(private: Gateway) -> None:
+    got = private.client.post("/m/secret/_gazelle/signin", data={"token": "bad"})
+    assert got.status_code == 401 and "Set-Cookie" not in got.headers
+    page = got.get_data(as_text=True)
+    assert "not accepted" in page and 'name="token"' in page
+    assert private.client.get_cookie(TOKEN_COOKIE, path="/m/") is None
+
+
+@pytest.mark.parametrize("headers", [
+    {"Origin": "http://evil.example"},
+    {"Sec-Fetch-Site": "cross-site", "Origin": "http://localhost"},
+    {"Sec-Fetch-Site": "same-site"},
+    {"Referer": "http://evil.example/page"},
+    {"Origin": "null"},
+])
+def test_a_signin_posted_from_another_site_is_refused_without_a_cookie(private: Gateway,
+                                                                       headers: dict[str, str]) -> None:
+    got = private.client.post("/m/secret/_gazelle/signin", data={"token": "good"}, headers=headers)
+    assert got.status_code == 403 and got.get_json()["error"]["type"] == "forbidden"
+    assert "Set-Cookie" not in got.headers
+
+
+@pytest.mark.parametrize("headers", [
+    {"Sec-Fetch-Site": "same-origin"},
+    {"Origin": "http://localhost"},
+    {"Referer": "http://localhost/m/secret/"},
+])
+def test_a_signin_from_the_servers_own_page_is_accepted(private: Gateway, headers: dict[str, str]) -> None:
+    got = private.client.post("/m/secret/_gazelle/signin", data={"token": "good"}, headers=headers)
+    assert got.status_code == 303 and got.headers["Set-Cookie"].startswith(f"{TOKEN_COOKIE}=good")
+
+
+@pytest.mark.parametrize("path, location", [
+    ("/m/accounts//metadata", "/m/accounts/metadata"),
+    ("/m/accounts", "/m/accounts/"),
+    ("/m/accounts/v/2", "/m/accounts/v/2/"),
+])
+def test_redirects_are_relative_whatever_the_host_header(gw: Gateway, path: str, location: str) -> None:
+    got = gw.client.get(path, headers={"Host": "evil.example"})
+    assert got.status_code in (301, 308) and got.headers["Location"] == location
+
+
+def test_signin_redirect_is_relative_whatever_the_host_header(private: Gateway) -> None:
+    got = private.client.post("/m/secret/_gazelle/signin", data={"token": "good"},
+                              headers={"Host": "evil.example"})
+    assert got.status_code == 303 and got.headers["Location"] == "/m/secret/"
+
+
+def test_a_newline_in_a_model_name_is_quoted_in_the_slash_redirect(gw: Gateway) -> None:
+    got = gw.client.get("/m/x%0A")
+    assert got.status_code == 308 and got.headers["Location"] == "/m/x%0A/"
+
+
+def test_a_version_too_large_for_the_database_is_404(gw: Gateway) -> None:
+    got = gw.client.get("/m/accounts/v/99999999999999999999999/")
+    assert got.status_code == 404
+    assert gw.resolved == 0

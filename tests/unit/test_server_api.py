@@ -250,3 +250,69 @@ def test_readyz_answers_503_when_the_database_is_gone(server: Server) -> None:
     db.mkdir()   # a directory where the database file was: nothing can open it
     answer = server.client.get("/readyz")
     assert answer.status_code == 503 and answer.get_json()["problems"]
+
+
+# -- who sees runtime logs ---------------------------------------------------------------------------
+
+def _failed_job_with_logs(server: Server) -> str:
+    job_id = server.upload("lens", bundle_bytes("lens")).get_json()["job"]
+    job = server.state.store.job(job_id)
+    assert job is not None
+    rec = server.state.pipeline.recorder(job)
+    rec.start("sanity")
+    rec.log("model printed: customer 4711 owes 300")
+    rec.fail("sanity", "the sample's answer differs")
+    return str(job_id)
+
+
+def _token(server: Server, scope: str) -> str:
+    answer = server.client.post("/api/v1/tokens", json={"scope": scope}, headers=server.headers())
+    return str(answer.get_json()["token"])
+
+
+def test_a_jobs_error_logs_are_shown_only_to_a_deploy_token(server: Server) -> None:
+    job_id = _failed_job_with_logs(server)
+    seen = server.get(f"/api/v1/jobs/{job_id}", token=_token(server, "predict")).get_json()
+    assert seen["error"] == {"stage": "sanity", "message": "the sample's answer differs"}
+    full = server.get(f"/api/v1/jobs/{job_id}", token=_token(server, "deploy")).get_json()
+    assert full["error"]["logs"] == ["model printed: customer 4711 owes 300"]
+
+
+def test_a_jobs_event_stream_leaves_out_log_lines_for_a_predict_token(server: Server) -> None:
+    job_id = _failed_job_with_logs(server)
+    predict = server.get(f"/api/v1/jobs/{job_id}/events", token=_token(server, "predict")).get_data(as_text=True)
+    assert "event: end" in predict and "event: stage" in predict
+    assert "event: log" not in predict and "4711" not in predict
+    deploy = server.get(f"/api/v1/jobs/{job_id}/events", token=_token(server, "deploy")).get_data(as_text=True)
+    assert deploy.count("4711") == 2   # the log event and the end event's error.logs
+
+
+# -- a client's mistake is never a 500 -----------------------------------------------------------------
+
+@pytest.mark.parametrize("body, field", [
+    ({"scope": {}}, "scope"), ({"scope": ["admin"]}, "scope"), ({"scope": None}, "scope"), ({}, "scope"),
+    ({"scope": "predict", "name": "\ud800"}, "name"), ({"scope": "predict", "name": 5}, "name"),
+    ({"scope": "predict", "name": "two\nlines"}, "name"), ({"scope": "predict", "name": "x" * 201}, "name"),
+    ({"scope": "predict", "name": ""}, "name"), ({"scope": "predict", "name": "tab\there"}, "name"),
+])
+def test_bad_token_requests_answer_400_naming_the_field(server: Server, body: object, field: str) -> None:
+    answer = server.client.post("/api/v1/tokens", json=body, headers=server.headers())
+    assert answer.status_code == 400
+    assert _error(answer)["message"].startswith(f"{field}:")
+
+
+@pytest.mark.parametrize("path", ["/api/v1/tokens", "/api/v1/models/lens/rollback"])
+def test_deeply_nested_json_answers_400(server: Server, path: str) -> None:
+    server.upload("lens", bundle_bytes("lens"))
+    nested = "[" * 100_000 + "]" * 100_000
+    answer = server.client.post(path, data=nested, headers=server.headers(**{"Content-Type": "application/json"}))
+    assert answer.status_code == 400
+    assert "nested too deeply" in _error(answer)["message"]
+
+
+def test_a_version_too_large_for_the_database_answers_4xx(server: Server) -> None:
+    server.upload("lens", bundle_bytes("lens"))
+    answer = server.client.post("/api/v1/models/lens/rollback", json={"version": 99999999999999999999999},
+                                headers=server.headers())
+    assert answer.status_code == 400 and _error(answer)["message"].startswith("version:")
+    assert server.client.get("/m/lens/v/99999999999999999999999/").status_code == 404

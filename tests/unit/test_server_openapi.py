@@ -22,7 +22,7 @@ def test_openapi_document_lists_every_api_route(server: Server) -> None:
     for rule in server.app.url_map.iter_rules():
         if not rule.rule.startswith("/api/v1/"):
             continue
-        path = re.sub(r"<(?:\w+:)?(\w+)>", lambda m: "{" + ("id" if m.group(1) == "job_id" else m.group(1)) + "}",
+        path = re.sub(r"<(?:\w+:)?(\w+)>", lambda m: "{" + ("id" if m.group(1) in ("job_id", "token_id") else m.group(1)) + "}",
                       rule.rule[len("/api/v1"):])
         routed |= {(path, m) for m in rule.methods or () if m not in ("HEAD", "OPTIONS")}
     assert routed == documented

@@ -10,4 +10,6 @@ def test_openapi_document_is_valid_openapi_3() -> None:
     spec = document("http://127.0.0.1:8000")
     validate(spec)   # raises on any violation of the OpenAPI 3 schema
     assert spec["openapi"].startswith("3.")
-    assert "/api/v1/models/{name}/versions" in spec["paths"] or "/models/{name}/versions" in spec["paths"]
+    # Paths are relative to the server URL, which carries the /api/v1 prefix.
+    assert spec["servers"] == [{"url": "http://127.0.0.1:8000/api/v1"}]
+    assert "/models/{name}/versions" in spec["paths"]

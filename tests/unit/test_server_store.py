@@ -109,3 +109,41 @@ def test_set_public_changes_the_live_model_too(store: Store) -> None:
     store.set_public("lens", 1, True)
     assert store.model("lens").public is True  # type: ignore[union-attr]
     assert store.version("lens", 1).public is True  # type: ignore[union-attr]
+
+
+def test_a_revoked_token_is_neither_found_nor_listed_and_stays_revoked(store: Store) -> None:
+    kept = store.add_token("kept", "predict", "a" * 64)
+    gone = store.add_token("gone", "deploy", "b" * 64)
+    assert store.revoke_token(gone.id) == gone
+    assert store.token_by_hash("b" * 64) is None and store.token_revoked("b" * 64)
+    assert not store.token_revoked("a" * 64) and not store.token_revoked("c" * 64)
+    assert [t.name for t in store.tokens()] == ["kept"]
+    assert store.revoke_token(gone.id) is None and store.revoke_token(kept.id + 100) is None
+
+
+def test_last_used_is_recorded_at_most_once_a_minute(store: Store) -> None:
+    row = store.add_token("ci", "deploy", "d" * 64)
+    assert row.last_used is None
+    store.touch_token(row)
+    first = store.token_by_hash("d" * 64)
+    assert first is not None and first.last_used is not None
+    store.touch_token(first)   # within the resolution: no write
+    again = store.token_by_hash("d" * 64)
+    assert again is not None and again.last_used == first.last_used
+
+
+def test_a_tokens_table_from_before_revocation_gains_the_new_columns(store: Store) -> None:
+    import sqlalchemy as sa
+
+    old = sa.MetaData()
+    sa.Table("tokens", old, sa.Column("id", sa.Integer, primary_key=True), sa.Column("name", sa.String(200)),
+             sa.Column("scope", sa.String(16)), sa.Column("hash", sa.String(64), unique=True),
+             sa.Column("created", sa.Double))
+    with store.engine.begin() as c:
+        c.execute(sa.text("DROP TABLE tokens"))
+    old.create_all(store.engine)
+    store.create_schema()
+    columns = {c["name"] for c in sa.inspect(store.engine).get_columns("tokens")}
+    assert {"last_used", "revoked"} <= columns
+    row = store.add_token("after", "admin", "e" * 64)
+    assert store.revoke_token(row.id) is not None and store.tokens() == []
