@@ -73,6 +73,23 @@ def _arg(name: str, default: int, *, low: int, high: int) -> int:
     return default if raw is None else _number(raw, name, low=low, high=high)
 
 
+def _resources_arg() -> dict[str, Any] | None:
+    """The ``resources`` query parameter: JSON in either shape of DESIGN section 1, checked now."""
+    raw = request.args.get("resources")
+    if raw is None or raw == "":
+        return None
+    try:
+        value = json.loads(raw)
+    except (ValueError, RecursionError):
+        raise BadRequest('resources: not JSON; expected e.g. {"cpu": "500m", "memory": "1Gi"}') from None
+    if not isinstance(value, dict):
+        raise BadRequest(f"resources: expected an object, got {type(value).__name__}")
+    from gazelle.server import resources
+
+    resources.parse(value)
+    return value
+
+
 def _json_object() -> dict[str, Any]:
     if request.mimetype != "application/json":
         raise UnsupportedMediaType(f"the body must be JSON (Content-Type: application/json), "
@@ -93,8 +110,8 @@ def _json_object() -> dict[str, Any]:
 
 def version_json(v: VersionRow) -> dict[str, Any]:
     return {"version": v.version, "digest": v.digest, "status": v.status, "public": v.public,
-            "replicas": v.replicas, "python": v.manifest.get("python"), "created": iso(v.created),
-            "updated": iso(v.updated)}
+            "replicas": v.replicas, "resources": v.resources, "python": v.manifest.get("python"),
+            "created": iso(v.created), "updated": iso(v.updated)}
 
 
 def model_json(m: ModelRow, versions: list[VersionRow]) -> dict[str, Any]:
@@ -179,8 +196,10 @@ def create_version(name: str) -> tuple[Response, int]:
     validate_name(name)
     public = _flag("public")
     replicas = _arg("replicas", 1, low=1, high=MAX_REPLICAS)
+    resources = _resources_arg()
     digest, manifest = uploads.receive(request, st.bundles_dir, st.settings.max_bundle_bytes, name)
-    version, created = st.store.add_version(name, digest, manifest, public=public, replicas=replicas)
+    version, created = st.store.add_version(name, digest, manifest, public=public, replicas=replicas,
+                                            resources=resources)
     if created:
         return _accepted(submit(name, version.version, "deploy"), version.version, 202)
     if version.public != public:
@@ -188,6 +207,8 @@ def create_version(name: str) -> tuple[Response, int]:
         st.routes.invalidate(name)
     if version.replicas != replicas:
         st.store.update_version(name, version.version, replicas=replicas)
+    if version.resources != resources:
+        st.store.update_version(name, version.version, resources=resources)
     return _deploy_version(name, version, "deploy")
 
 

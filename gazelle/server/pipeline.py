@@ -191,7 +191,8 @@ class Pipeline:
             with self._stage(rec, "deploy"):
                 started = True
                 release = Release(name=name, version=number, artifact=artifact, manifest=manifest,
-                                  public=version.public, replicas=version.replicas)
+                                  public=version.public, replicas=version.replicas,
+                                  resources=version.resources)
                 running = self.target.deploy(release, rec.log)
                 self.store.update_version(name, number, url=running.url)
                 rec.done("deploy", f"version {number} answers at {running.url}")
@@ -334,7 +335,8 @@ class Pipeline:
                 self.store.update_version(v.model, v.version, status="failed", url=None)
         live = self.store.live_versions()
         releases = [Release(name=v.model, version=v.version, artifact=v.artifact, manifest=v.manifest,
-                            public=v.public, replicas=v.replicas) for v in live if v.artifact is not None]
+                            public=v.public, replicas=v.replicas, resources=v.resources)
+                    for v in live if v.artifact is not None]
         if releases:
             log.info("restoring %d live version(s): %s", len(releases),
                      ", ".join(f"{r.name} v{r.version}" for r in releases))

@@ -48,6 +48,7 @@ versions_t = sa.Table(
     sa.Column("manifest", sa.Text, nullable=False),
     sa.Column("public", sa.Boolean, nullable=False, default=False),
     sa.Column("replicas", sa.Integer, nullable=False, default=1),
+    sa.Column("resources", sa.Text, nullable=True),    # JSON, as deploy(resources=...) gave it; None: defaults
     sa.Column("created", sa.Double, nullable=False),
     sa.Column("updated", sa.Double, nullable=False),
     sa.UniqueConstraint("model", "digest", name="versions_model_digest"),
@@ -93,7 +94,7 @@ tokens_t = sa.Table(
 )
 
 # Columns added after the first release: ``create_schema`` adds them to an existing table.
-_ADDED_COLUMNS = {"tokens": ("last_used", "revoked")}
+_ADDED_COLUMNS = {"tokens": ("last_used", "revoked"), "versions": ("resources",)}
 # How stale ``last_used`` may get: refreshing it on every request would make each one a write.
 LAST_USED_RESOLUTION = 60.0
 
@@ -120,6 +121,7 @@ class VersionRow:
     replicas: int
     created: float
     updated: float
+    resources: Mapping[str, Any] | None = None   # deploy(resources=...); None: the target's defaults
 
 
 @dataclass(frozen=True)
@@ -172,7 +174,8 @@ def _artifact(text: str | None) -> Artifact | None:
 
 def _version(row: Any) -> VersionRow:
     return VersionRow(row.model, row.version, row.digest, row.status, _artifact(row.ref), row.url,
-                      json.loads(row.manifest), bool(row.public), row.replicas, row.created, row.updated)
+                      json.loads(row.manifest), bool(row.public), row.replicas, row.created, row.updated,
+                      json.loads(row.resources) if row.resources else None)
 
 
 def _token(row: Any) -> TokenRow:
@@ -277,7 +280,7 @@ class Store:
             return [_version(r) for r in rows]
 
     def add_version(self, name: str, digest: str, manifest: Mapping[str, Any], *, public: bool,
-                    replicas: int) -> tuple[VersionRow, bool]:
+                    replicas: int, resources: Mapping[str, Any] | None = None) -> tuple[VersionRow, bool]:
         """The version holding ``digest`` for model ``name``: ``(row, True)`` if new, numbered from 1.
 
         Two uploads racing for the same model both retry on the unique constraints, so numbers stay
@@ -299,6 +302,7 @@ class Store:
                     c.execute(versions_t.insert().values(
                         model=name, version=number, digest=digest, status="deploying", ref=None, url=None,
                         manifest=json.dumps(manifest, sort_keys=True), public=public, replicas=replicas,
+                        resources=_resources_json(resources),
                         created=now, updated=now))
             except sa.exc.IntegrityError:
                 continue
@@ -308,11 +312,13 @@ class Store:
         raise Conflict(f"model {name}: too many concurrent uploads; try again")
 
     def update_version(self, name: str, version: int, **values: Any) -> None:
-        """Set ``status``, ``artifact``, ``url``, ``public`` or ``replicas`` of one version."""
-        allowed = {"status", "artifact", "url", "public", "replicas"}
+        """Set ``status``, ``artifact``, ``url``, ``public``, ``replicas`` or ``resources`` of one version."""
+        allowed = {"status", "artifact", "url", "public", "replicas", "resources"}
         unknown = set(values) - allowed
         if unknown:
             raise TypeError(f"cannot update version fields {sorted(unknown)}")
+        if "resources" in values:
+            values["resources"] = _resources_json(values["resources"])
         if "artifact" in values:
             artifact = values.pop("artifact")
             values["ref"] = json.dumps(artifact.to_json()) if artifact is not None else None
@@ -471,6 +477,10 @@ class Store:
             return
         with self._write() as c:
             c.execute(tokens_t.update().where(tokens_t.c.id == token.id).values(last_used=now))
+
+
+def _resources_json(resources: Mapping[str, Any] | None) -> str | None:
+    return json.dumps(resources, sort_keys=True) if resources is not None else None
 
 
 def _engine(url: str) -> Engine:

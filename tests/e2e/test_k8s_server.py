@@ -89,6 +89,22 @@ def test_a_model_that_raises_while_loading_fails_the_deploy_stage_with_its_messa
     assert server.predict(f"/m/{NAME}/predict", ["ab"]).json()["predictions"] == [4], "v2 keeps serving"
 
 
+def test_resources_no_node_can_satisfy_fail_the_deploy_with_the_schedulers_reason(
+        server: ServerProcess, kube: Any, k8s_namespace: str) -> None:
+    from kubernetes import client
+
+    with server.client() as c:
+        answer = c.post(f"/api/v1/models/{NAME}/versions", params={"resources": json.dumps({"memory": "64Ti"})},
+                        content=bundle(tripled_lengths, NAME), headers={"Content-Type": "application/x-tar"})
+    assert answer.status_code == 202, answer.text
+    job = server.wait_job(answer.json()["job"])
+    assert job["status"] == "failed" and stages(job)["deploy"] == "failed"
+    assert "Insufficient memory" in job["error"]["message"], job["error"]
+    selector = f"gazelle.dev/model={NAME},gazelle.dev/version={job['version']}"
+    assert client.AppsV1Api(kube).list_namespaced_deployment(k8s_namespace, label_selector=selector).items == []
+    assert server.predict(f"/m/{NAME}/predict", ["ab"]).json()["predictions"] == [4], "v2 keeps serving"
+
+
 def test_a_version_that_fails_the_sanity_check_is_removed_from_the_cluster(
         server: ServerProcess, kube: Any, k8s_namespace: str) -> None:
     from kubernetes import client

@@ -7,7 +7,6 @@ from typing import Any
 import kubernetes_validate
 import pytest
 
-from gazelle.errors import BadRequest
 from gazelle.server.artifacts import ImageRef
 from gazelle.server.targets import Release
 from gazelle.server.targets import _k8s_objects as k8s
@@ -112,30 +111,3 @@ def test_discovered_api_versions_are_used_for_budget_and_autoscaler() -> None:
     assert budget is not None and budget["apiVersion"] == "policy/v1beta1"
     assert scaler is not None and scaler["apiVersion"] == "autoscaling/v2beta2"
     assert scaler["spec"]["minReplicas"] == 2 and scaler["spec"]["maxReplicas"] == 3
-
-
-def test_default_resources_request_memory_and_cpu_and_limit_memory() -> None:
-    assert k8s.resources(None) == {"requests": {"cpu": "100m", "memory": "512Mi"}, "limits": {"memory": "1Gi"}}
-
-
-def test_shorthand_resources_are_requests_and_the_memory_limit() -> None:
-    assert k8s.resources({"cpu": "500m", "memory": "2Gi"}) == {
-        "requests": {"cpu": "500m", "memory": "2Gi"}, "limits": {"memory": "2Gi"}}
-
-
-def test_kubernetes_shape_resources_are_merged_over_the_defaults() -> None:
-    out = k8s.resources({"requests": {"cpu": "250m"}, "limits": {"memory": "768Mi", "cpu": "1"}})
-    assert out == {"requests": {"cpu": "250m", "memory": "512Mi"}, "limits": {"memory": "768Mi", "cpu": "1"}}
-
-
-@pytest.mark.parametrize("spec, field", [
-    ({"cpu": "lots"}, "resources.cpu"),
-    ({"requests": {"memory": "1 GB"}}, "resources.requests.memory"),
-    ({"gpu": "1"}, "resources.gpu"),
-    ({"requests": "1Gi"}, "resources.requests"),
-    ({"requests": {"memory": "2Gi"}, "limits": {"memory": "1Gi"}}, "resources.requests.memory"),
-])
-def test_bad_resources_are_refused_naming_the_field(spec: dict[str, Any], field: str) -> None:
-    with pytest.raises(BadRequest) as refused:
-        k8s.resources(spec)
-    assert str(refused.value).startswith(field + ":")

@@ -146,7 +146,10 @@ def test_bundle_over_the_limit_answers_413(tmp_path: object) -> None:
 
 
 @pytest.mark.parametrize("query, field", [("?public=maybe", "public"), ("?replicas=0", "replicas"),
-                                          ("?replicas=lots", "replicas")])
+                                          ("?replicas=lots", "replicas"), ("?resources=%7B", "resources"),
+                                          ('?resources={"cpu":"lots"}', "resources.cpu"),
+                                          ('?resources={"requests":{"memory":"2Gi"},"limits":{"memory":"1Gi"}}',
+                                           "resources.requests.memory")])
 def test_bad_query_parameters_answer_400_naming_them(server: Server, query: str, field: str) -> None:
     answer = server.upload("lens", bundle_bytes("lens"), query=query)
     assert answer.status_code == 400 and _error(answer)["message"].startswith(field)
@@ -156,6 +159,12 @@ def test_public_flag_is_recorded_on_the_version(server: Server) -> None:
     server.upload("lens", bundle_bytes("lens"), query="?public=true&replicas=3")
     version = server.get("/api/v1/models/lens").get_json()["versions"][0]
     assert version["public"] is True and version["replicas"] == 3
+
+
+def test_resources_are_recorded_on_the_version_as_given(server: Server) -> None:
+    server.upload("lens", bundle_bytes("lens"), query='?resources={"cpu":"500m","memory":"1Gi"}')
+    version = server.get("/api/v1/models/lens").get_json()["versions"][0]
+    assert version["resources"] == {"cpu": "500m", "memory": "1Gi"}
 
 
 def test_unknown_model_and_job_answer_404_naming_them(server: Server) -> None:
