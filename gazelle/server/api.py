@@ -19,6 +19,7 @@ from gazelle.names import validate_name
 from gazelle.server import events, uploads
 from gazelle.server.auth import Auth, allows, check_name, check_scope, require
 from gazelle.server.jobs import DELETE_STAGES, STAGES, iso, job_json, new_job_id, pending_stages
+from gazelle.server.targets.resources import Resources
 from gazelle.server.store import ACTIVE, JobRow, ModelRow, TokenRow, VersionRow
 
 if TYPE_CHECKING:
@@ -73,21 +74,17 @@ def _arg(name: str, default: int, *, low: int, high: int) -> int:
     return default if raw is None else _number(raw, name, low=low, high=high)
 
 
-def _resources_arg() -> dict[str, Any] | None:
-    """The ``resources`` query parameter: JSON in either shape of DESIGN section 1, checked now."""
+def _resources() -> dict[str, Any] | None:
+    """``?resources=`` (JSON, DESIGN section 1's shapes), checked now so a typo never fails a deploy later."""
     raw = request.args.get("resources")
     if raw is None or raw == "":
         return None
     try:
         value = json.loads(raw)
-    except (ValueError, RecursionError):
-        raise BadRequest('resources: not JSON; expected e.g. {"cpu": "500m", "memory": "1Gi"}') from None
-    if not isinstance(value, dict):
-        raise BadRequest(f"resources: expected an object, got {type(value).__name__}")
-    from gazelle.server import resources
-
-    resources.parse(value)
-    return value
+    except ValueError:
+        raise BadRequest("resources: expected JSON such as {\"memory\": \"1Gi\"}") from None
+    Resources.of(value)   # raises BadRequest naming the field
+    return dict(value) if value else None
 
 
 def _json_object() -> dict[str, Any]:
@@ -110,8 +107,8 @@ def _json_object() -> dict[str, Any]:
 
 def version_json(v: VersionRow) -> dict[str, Any]:
     return {"version": v.version, "digest": v.digest, "status": v.status, "public": v.public,
-            "replicas": v.replicas, "resources": v.resources, "python": v.manifest.get("python"),
-            "created": iso(v.created), "updated": iso(v.updated)}
+            "replicas": v.replicas, "resources": v.resources, "python": v.manifest.get("python"), "created": iso(v.created),
+            "updated": iso(v.updated)}
 
 
 def model_json(m: ModelRow, versions: list[VersionRow]) -> dict[str, Any]:
@@ -196,7 +193,7 @@ def create_version(name: str) -> tuple[Response, int]:
     validate_name(name)
     public = _flag("public")
     replicas = _arg("replicas", 1, low=1, high=MAX_REPLICAS)
-    resources = _resources_arg()
+    resources = _resources()
     digest, manifest = uploads.receive(request, st.bundles_dir, st.settings.max_bundle_bytes, name)
     version, created = st.store.add_version(name, digest, manifest, public=public, replicas=replicas,
                                             resources=resources)
@@ -207,7 +204,7 @@ def create_version(name: str) -> tuple[Response, int]:
         st.routes.invalidate(name)
     if version.replicas != replicas:
         st.store.update_version(name, version.version, replicas=replicas)
-    if version.resources != resources:
+    if (version.resources or None) != resources:
         st.store.update_version(name, version.version, resources=resources)
     return _deploy_version(name, version, "deploy")
 

@@ -7,8 +7,9 @@ It reads ``GAZELLE_BASE_IMAGES``, ``GAZELLE_REGISTRY_USER`` / ``_PASSWORD``,
 ``GAZELLE_REGISTRY_INSECURE`` and docker's ``config.json`` exactly as the server does, and caches
 dependency layers under ``$GAZELLE_DATA_DIR/cache`` (the server's cache, when it shares the data dir).
 
-Limits: only the ``append`` builder runs here; ``--builder docker`` needs a Docker engine and is
-refused with a ConfigError until a docker builder is part of this version.
+``--builder docker`` has the Docker engine at ``DOCKER_HOST`` build the image from a generated
+Dockerfile and push it (for bundles that need system packages, ``GAZELLE_DOCKER_APT_PACKAGES``, or
+dependencies built from source).
 """
 from __future__ import annotations
 
@@ -16,6 +17,7 @@ import argparse
 import re
 import sys
 from pathlib import Path
+from typing import Any
 
 from gazelle.errors import ConfigError
 
@@ -34,14 +36,13 @@ def repository_for(registry: str, name: str) -> str:
 def main(args: argparse.Namespace) -> int:
     from gazelle.bundle import read_manifest
     from gazelle.server.settings import Settings
-    from gazelle.server.wiring import append_builder
+    from gazelle.server.wiring import append_builder, docker_builder
 
     if args.version < 0:
         raise ConfigError(f"--version must be 0 or more, got {args.version}")
     settings = Settings.from_env(registry=args.registry, builder=args.builder)
-    if (settings.builder or "append") != "append":
-        raise ConfigError(f"the {settings.builder} builder cannot run in `gazelle image` in this version; "
-                          "valid builders: append")
+    if (settings.builder or "append") not in ("append", "docker"):
+        raise ConfigError(f"the {settings.builder} builder makes no image; valid builders: append, docker")
     bundle = Path(args.bundle)
     manifest = read_manifest(bundle)
     name = str(manifest["name"])
@@ -50,7 +51,8 @@ def main(args: argparse.Namespace) -> int:
     def log(line: str) -> None:
         print(line, file=sys.stderr, flush=True)
 
-    builder, publish = append_builder(settings)
+    builder: Any
+    builder, publish = docker_builder(settings) if settings.builder == "docker" else append_builder(settings)
     try:
         ref = publish(builder.build(bundle, manifest, log, version=args.version), name, args.version, log)
     finally:

@@ -63,7 +63,7 @@ SCHEMAS: dict[str, Any] = {
         "version": {"type": "integer"}, "digest": {"type": "string"},
         "status": {"type": "string", "enum": ["live", "ready", "failed", "retired", "deploying", "restoring", "down"]},
         "public": {"type": "boolean"}, "replicas": {"type": "integer"},
-        "resources": {"type": "object", "nullable": True, "description": "as deploy(resources=...) gave them"},
+        "resources": {"type": "object", "nullable": True},
         "python": {"type": "string", "nullable": True}, "created": _TIME, "updated": _TIME}},
     "Token": {"type": "object", "required": ["id", "name", "scope", "created"], "properties": {
         "id": {"type": "integer"}, "name": {"type": "string"},
@@ -105,8 +105,8 @@ def document(server_url: str = "") -> dict[str, Any]:
                            {"name": "replicas", "in": "query",
                             "schema": {"type": "integer", "minimum": 1, "maximum": 100, "default": 1}},
                            {"name": "resources", "in": "query", "schema": {"type": "string"},
-                            "description": 'JSON: {"cpu": "500m", "memory": "1Gi"} (requests and the memory '
-                                           'limit) or {"requests": {...}, "limits": {...}}'}],
+                            "description": "JSON: Kubernetes' {\"requests\": {...}, \"limits\": {...}} or the "
+                                           "shorthand {\"cpu\": \"500m\", \"memory\": \"1Gi\"}"}],
             "requestBody": {"required": True, "content": {"application/x-tar": {
                 "schema": {"type": "string", "format": "binary"}}}},
             "responses": {"202": _with_links(_json(_ref("Accepted"), "A job deploys the version"), _VERSION_LINKS),

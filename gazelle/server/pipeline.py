@@ -191,8 +191,7 @@ class Pipeline:
             with self._stage(rec, "deploy"):
                 started = True
                 release = Release(name=name, version=number, artifact=artifact, manifest=manifest,
-                                  public=version.public, replicas=version.replicas,
-                                  resources=version.resources)
+                                  public=version.public, replicas=version.replicas, resources=version.resources)
                 running = self.target.deploy(release, rec.log)
                 self.store.update_version(name, number, url=running.url)
                 rec.done("deploy", f"version {number} answers at {running.url}")
@@ -223,7 +222,7 @@ class Pipeline:
     def _build(self, name: str, number: int, path: Path, manifest: Mapping[str, Any],
                rec: JobRecorder) -> Artifact:
         with self._stage(rec, "build"):
-            built = self.builder.build(path, manifest, rec.log)
+            built = self.builder.build(path, manifest, rec.log, version=number)
         if self.publish is None:
             if not isinstance(built, LocalEnv):   # wiring never pairs these; say so rather than guess
                 raise StageFailed("push", f"the build made {type(built).__name__}, which needs a registry "

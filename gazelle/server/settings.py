@@ -21,6 +21,7 @@ from gazelle.errors import ConfigError
 
 TARGETS = ("local", "docker", "kubernetes")
 BUILDERS = ("venv", "append", "docker")
+DOCKER_NETWORKS = ("host", "bridge")
 
 _URL_PASSWORD = re.compile(r"(?P<head>[a-zA-Z][a-zA-Z0-9+.-]*://[^:/@\s]*:)[^@\s]*@")
 
@@ -43,7 +44,6 @@ class Settings:
     registry_user: str | None = None
     registry_password: str | None = field(default=None, repr=False)
     registry_insecure: tuple[str, ...] = ()   # host[:port] spoken to over http (loopback always is)
-    registry_keep: int = 10                # model versions kept in the registry when pruning
     database_url: str | None = None        # None: sqlite:///{data_dir}/gazelle.db
     k8s_namespace: str = "gazelle-models"
     k8s_host_network: bool = False         # each version on the node's network, on its own port
@@ -55,6 +55,8 @@ class Settings:
     k8s_hpa_max_replicas: int = 0          # > 0: a CPU autoscaler from replicas up to this
     k8s_ready_timeout: float = 600.0       # seconds a version may take to become ready
     base_images: Mapping[str, str] = field(default_factory=dict)
+    docker_apt_packages: tuple[str, ...] = ()   # Debian packages the docker builder installs
+    docker_network: str = "host"           # docker target: host (a port per version) or bridge
     public_url: str | None = None          # None: http://{host}:{port}
     max_bundle_bytes: int = 1 << 30
     drain_seconds: float = 2.0             # old version keeps serving this long after the switch
@@ -68,14 +70,15 @@ class Settings:
             raise ConfigError(f"unknown target {self.target!r}; valid targets: {', '.join(TARGETS)}")
         if self.builder is not None and self.builder not in BUILDERS:
             raise ConfigError(f"unknown builder {self.builder!r}; valid builders: {', '.join(BUILDERS)}")
+        if self.docker_network not in DOCKER_NETWORKS:
+            raise ConfigError(f"GAZELLE_DOCKER_NETWORK must be one of {', '.join(DOCKER_NETWORKS)}, "
+                              f"got {self.docker_network!r}")
         if not 0 <= self.port <= 65535:
             raise ConfigError(f"port must be between 0 and 65535, got {self.port}")
         if self.workers < 1:
             raise ConfigError(f"workers must be at least 1, got {self.workers}")
         if self.threads < 2:
             raise ConfigError(f"threads must be at least 2, got {self.threads}")
-        if self.registry_keep < 1:
-            raise ConfigError(f"GAZELLE_REGISTRY_KEEP must be at least 1, got {self.registry_keep}")
         if self.k8s_keep_versions < 0:
             raise ConfigError(f"GAZELLE_K8S_KEEP_VERSIONS must be 0 or more, got {self.k8s_keep_versions}")
         if self.k8s_hpa_max_replicas < 0:
@@ -186,6 +189,12 @@ def _json_map(variable: str, raw: str) -> dict[str, str]:
     return value
 
 
+def _apt_packages(variable: str, raw: str) -> tuple[str, ...]:
+    from gazelle.server.builders.docker import apt_packages
+
+    return apt_packages(raw, variable)
+
+
 def _hosts(variable: str, raw: str) -> tuple[str, ...]:
     return tuple(h.strip() for h in raw.split(",") if h.strip())
 
@@ -224,7 +233,6 @@ _ENV: dict[str, tuple[str, Any]] = {
     "registry_user": ("GAZELLE_REGISTRY_USER", _str),
     "registry_password": ("GAZELLE_REGISTRY_PASSWORD", _str),
     "registry_insecure": ("GAZELLE_REGISTRY_INSECURE", _hosts),
-    "registry_keep": ("GAZELLE_REGISTRY_KEEP", _int),
     "database_url": ("GAZELLE_DATABASE_URL", _str),
     "k8s_namespace": ("GAZELLE_K8S_NAMESPACE", _str),
     "k8s_host_network": ("GAZELLE_K8S_HOST_NETWORK", _bool),
@@ -236,6 +244,8 @@ _ENV: dict[str, tuple[str, Any]] = {
     "k8s_hpa_max_replicas": ("GAZELLE_K8S_HPA_MAX_REPLICAS", _int),
     "k8s_ready_timeout": ("GAZELLE_K8S_READY_TIMEOUT", _float),
     "base_images": ("GAZELLE_BASE_IMAGES", _json_map),
+    "docker_apt_packages": ("GAZELLE_DOCKER_APT_PACKAGES", _apt_packages),
+    "docker_network": ("GAZELLE_DOCKER_NETWORK", _str),
     "public_url": ("GAZELLE_PUBLIC_URL", _str),
     "max_bundle_bytes": ("GAZELLE_MAX_BUNDLE_BYTES", _int),
     "drain_seconds": ("GAZELLE_DRAIN_SECONDS", _float),

@@ -48,7 +48,7 @@ versions_t = sa.Table(
     sa.Column("manifest", sa.Text, nullable=False),
     sa.Column("public", sa.Boolean, nullable=False, default=False),
     sa.Column("replicas", sa.Integer, nullable=False, default=1),
-    sa.Column("resources", sa.Text, nullable=True),    # JSON, as deploy(resources=...) gave it; None: defaults
+    sa.Column("resources", sa.Text, nullable=True),   # deploy(resources=...), as JSON
     sa.Column("created", sa.Double, nullable=False),
     sa.Column("updated", sa.Double, nullable=False),
     sa.UniqueConstraint("model", "digest", name="versions_model_digest"),
@@ -121,7 +121,7 @@ class VersionRow:
     replicas: int
     created: float
     updated: float
-    resources: Mapping[str, Any] | None = None   # deploy(resources=...); None: the target's defaults
+    resources: Mapping[str, Any] | None = None   # what deploy(resources=...) asked for
 
 
 @dataclass(frozen=True)
@@ -302,7 +302,7 @@ class Store:
                     c.execute(versions_t.insert().values(
                         model=name, version=number, digest=digest, status="deploying", ref=None, url=None,
                         manifest=json.dumps(manifest, sort_keys=True), public=public, replicas=replicas,
-                        resources=_resources_json(resources),
+                        resources=json.dumps(resources, sort_keys=True) if resources else None,
                         created=now, updated=now))
             except sa.exc.IntegrityError:
                 continue
@@ -318,7 +318,7 @@ class Store:
         if unknown:
             raise TypeError(f"cannot update version fields {sorted(unknown)}")
         if "resources" in values:
-            values["resources"] = _resources_json(values["resources"])
+            values["resources"] = json.dumps(values["resources"], sort_keys=True) if values["resources"] else None
         if "artifact" in values:
             artifact = values.pop("artifact")
             values["ref"] = json.dumps(artifact.to_json()) if artifact is not None else None
@@ -477,10 +477,6 @@ class Store:
             return
         with self._write() as c:
             c.execute(tokens_t.update().where(tokens_t.c.id == token.id).values(last_used=now))
-
-
-def _resources_json(resources: Mapping[str, Any] | None) -> str | None:
-    return json.dumps(resources, sort_keys=True) if resources is not None else None
 
 
 def _engine(url: str) -> Engine:

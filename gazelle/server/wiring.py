@@ -7,13 +7,14 @@ no I/O, so wiring is cheap and has no side effects.
 
 Wiring also decides what happens to the models when the server exits (``Wiring.close``): the local
 target's runtimes stop on a requested shutdown (Ctrl-C, SIGTERM) and are left running when the server
-dies, for the next one to adopt; versions on a cluster never stop with the server.
+dies, for the next one to adopt; versions on a cluster, and the docker target's containers, never stop
+with the server.
 """
 from __future__ import annotations
 
 import logging
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Callable
+from typing import TYPE_CHECKING, Any, Callable
 
 from gazelle.errors import ConfigError
 from gazelle.server.builders import Builder
@@ -23,10 +24,12 @@ from gazelle.server.targets import Target
 
 if TYPE_CHECKING:
     from gazelle.server.builders.append import AppendBuilder
+    from gazelle.server.builders.docker import DockerBuilder
+    from gazelle.server.registry.keychain import Keychain
 
 log = logging.getLogger("gazelle.server")
 
-AVAILABLE_TARGETS = ("local",)
+AVAILABLE_TARGETS = ("local", "docker", "kubernetes")
 DEFAULT_BUILDER = {"local": "venv", "docker": "docker", "kubernetes": "append"}
 PAIRS = {"local": ("venv",), "docker": ("docker", "append"), "kubernetes": ("append", "docker")}
 
@@ -59,11 +62,13 @@ def build(settings: Settings) -> Wiring:
     if builder_name not in PAIRS[target_name]:
         raise ConfigError(f"the {target_name} target cannot run what the {builder_name} builder makes; "
                           f"valid builders for it: {', '.join(PAIRS[target_name])}")
-    if target_name == "kubernetes":
-        return _kubernetes(settings, builder_name)
     if target_name not in AVAILABLE_TARGETS:
         raise ConfigError(f"the {target_name} target is not available in this version of gazelle; "
                           f"valid targets: {', '.join(AVAILABLE_TARGETS)}")
+    if target_name == "docker":
+        return _docker(settings, builder_name)
+    if target_name == "kubernetes":
+        return _kubernetes(settings, builder_name)
     if settings.registry:
         log.warning("the local target pushes nothing: the registry %s is not used", settings.registry)
     from gazelle.server.builders.venv import VenvBuilder
@@ -75,18 +80,67 @@ def build(settings: Settings) -> Wiring:
                   start_warnings=lambda: [w for w in (target.sandbox.warning(),) if w])
 
 
+def _docker(settings: Settings, builder_name: str) -> Wiring:
+    """Containers through the engine at ``DOCKER_HOST`` (as the docker CLI reads it), pulled by digest.
+
+    With the docker builder the same engine builds and pushes; with the append builder the registry
+    client pushes. Either way the image is in ``GAZELLE_REGISTRY`` before a container runs it, and
+    the containers outlive the server (``stop_models`` is None).
+    """
+    if not settings.registry:
+        raise ConfigError("the docker target runs images from a registry: set GAZELLE_REGISTRY "
+                          "(--registry HOST[:PORT]/PREFIX)")
+    from gazelle.server.targets.docker import DockerTarget
+
+    builder: Builder
+    builder, publish = append_builder(settings) if builder_name == "append" else docker_builder(settings)
+    return Wiring(builder=builder, target=DockerTarget(_docker_engine, network=settings.docker_network,
+                                                       keychain=_keychain(settings)), publish=publish)
+
+
+def docker_builder(settings: Settings) -> tuple["DockerBuilder", Publish]:
+    """The docker builder and the push stage that has the same engine push its images to
+    ``settings.registry``: for the docker target, and for ``gazelle image --builder docker``. No I/O.
+
+    The engine is the one at ``DOCKER_HOST`` (as the docker CLI reads it); credentials as for
+    ``append_builder``.
+    """
+    if not settings.registry:
+        raise ConfigError("the docker builder pushes images: set GAZELLE_REGISTRY (or --registry) "
+                          "to HOST[:PORT]/PREFIX")
+    from gazelle.server.builders.docker import DockerBuilder
+    from gazelle.server.registry.engine import EnginePublisher
+
+    builder = DockerBuilder(_docker_engine, settings.registry, base_images=settings.base_images,
+                            apt=settings.docker_apt_packages)
+    return builder, EnginePublisher(builder.engine, settings.registry, keychain=_keychain(settings))
+
+
+def _docker_engine() -> Any:
+    import docker
+
+    return docker.from_env(version="auto", timeout=300)
+
+
+def _keychain(settings: Settings) -> "Keychain":
+    from gazelle.server.registry.keychain import default_keychain
+
+    return default_keychain(settings.registry, settings.registry_user, settings.registry_password)
+
+
 def _kubernetes(settings: Settings, builder_name: str) -> Wiring:
-    """The append builder pushes to the registry; KubernetesTarget runs the digest in the namespace.
+    """The builder's image is pushed to the registry; KubernetesTarget runs the digest in the namespace.
 
     The cluster comes from ``KUBECONFIG`` (or ``~/.kube/config``), else the in-cluster service account.
     """
-    if builder_name != "append":
-        raise ConfigError(f"the kubernetes target runs what the append builder makes in this version of "
-                          f"gazelle, not the {builder_name} builder; valid builders for it: append")
+    if not settings.registry:
+        raise ConfigError("the kubernetes target runs images from a registry: set GAZELLE_REGISTRY "
+                          "(--registry HOST[:PORT]/PREFIX)")
     from gazelle.server.targets import _k8s_objects
     from gazelle.server.targets.kubernetes import KubernetesTarget
 
-    builder, publish = append_builder(settings)
+    builder: Builder
+    builder, publish = append_builder(settings) if builder_name == "append" else docker_builder(settings)
     options = _k8s_objects.Options(
         namespace=settings.k8s_namespace, host_network=settings.k8s_host_network,
         image_pull_secrets=settings.k8s_image_pull_secrets, env_secrets=settings.k8s_env_secrets,

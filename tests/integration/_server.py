@@ -82,9 +82,13 @@ class ServerProcess:
         headers = {"Authorization": f"Bearer {token or self.token}"} if token != "" else {}
         return httpx.Client(base_url=self.url, headers=headers, timeout=60, trust_env=False)
 
-    def upload(self, name: str, data: bytes, *, public: bool = False, token: str | None = None) -> httpx.Response:
+    def upload(self, name: str, data: bytes, *, public: bool = False, token: str | None = None,
+               resources: dict[str, Any] | None = None) -> httpx.Response:
+        params = {"public": str(public).lower()}
+        if resources is not None:
+            params["resources"] = json.dumps(resources)
         with self.client(token) as c:
-            return c.post(f"/api/v1/models/{name}/versions", params={"public": str(public).lower()},
+            return c.post(f"/api/v1/models/{name}/versions", params=params,
                           content=data, headers={"Content-Type": "application/x-tar"})
 
     def job(self, job_id: str) -> dict[str, Any]:
@@ -103,9 +107,10 @@ class ServerProcess:
                 raise AssertionError(f"job {job_id} still {job['status']}: {json.dumps(job, indent=1)}")
             time.sleep(0.1)
 
-    def deploy(self, name: str, data: bytes, *, public: bool = False) -> dict[str, Any]:
+    def deploy(self, name: str, data: bytes, *, public: bool = False,
+               resources: dict[str, Any] | None = None) -> dict[str, Any]:
         """Upload and wait: the final job JSON (plus the version number under "version")."""
-        answer = self.upload(name, data, public=public)
+        answer = self.upload(name, data, public=public, resources=resources)
         assert answer.status_code in (200, 202), answer.text
         return self.wait_job(answer.json()["job"])
 

@@ -7,6 +7,7 @@ from typing import Any
 import kubernetes_validate
 import pytest
 
+from gazelle.errors import BadRequest
 from gazelle.server.artifacts import ImageRef
 from gazelle.server.targets import Release
 from gazelle.server.targets import _k8s_objects as k8s
@@ -111,3 +112,29 @@ def test_discovered_api_versions_are_used_for_budget_and_autoscaler() -> None:
     assert budget is not None and budget["apiVersion"] == "policy/v1beta1"
     assert scaler is not None and scaler["apiVersion"] == "autoscaling/v2beta2"
     assert scaler["spec"]["minReplicas"] == 2 and scaler["spec"]["maxReplicas"] == 3
+
+
+def test_default_resources_request_memory_and_cpu_and_limit_memory() -> None:
+    assert k8s.container_resources(None) == {"requests": {"cpu": "100m", "memory": "512Mi"},
+                                             "limits": {"memory": "1Gi"}}
+
+
+def test_shorthand_resources_are_requests_and_the_memory_limit() -> None:
+    assert k8s.container_resources({"cpu": "500m", "memory": "2Gi"}) == {
+        "requests": {"cpu": "500m", "memory": "2Gi"}, "limits": {"memory": "2Gi"}}
+
+
+def test_kubernetes_shape_resources_are_merged_over_the_defaults() -> None:
+    out = k8s.container_resources({"requests": {"cpu": "250m"}, "limits": {"memory": "768Mi", "cpu": "1"}})
+    assert out == {"requests": {"cpu": "250m", "memory": "512Mi"}, "limits": {"memory": "768Mi", "cpu": "1"}}
+
+
+def test_what_was_asked_wins_over_a_default_on_the_other_side() -> None:
+    assert k8s.container_resources({"limits": {"memory": "256Mi"}})["requests"]["memory"] == "256Mi"
+    assert k8s.container_resources({"requests": {"memory": "4Gi"}})["limits"]["memory"] == "4Gi"
+
+
+def test_bad_resources_are_refused_naming_the_field() -> None:
+    with pytest.raises(BadRequest) as refused:
+        k8s.container_resources({"requests": {"memory": "1 GB"}})
+    assert str(refused.value).startswith("resources.requests.memory:")

@@ -149,7 +149,7 @@ def test_bundle_over_the_limit_answers_413(tmp_path: object) -> None:
                                           ("?replicas=lots", "replicas"), ("?resources=%7B", "resources"),
                                           ('?resources={"cpu":"lots"}', "resources.cpu"),
                                           ('?resources={"requests":{"memory":"2Gi"},"limits":{"memory":"1Gi"}}',
-                                           "resources.requests.memory")])
+                                           "resources.limits.memory")])
 def test_bad_query_parameters_answer_400_naming_them(server: Server, query: str, field: str) -> None:
     answer = server.upload("lens", bundle_bytes("lens"), query=query)
     assert answer.status_code == 400 and _error(answer)["message"].startswith(field)
@@ -159,12 +159,6 @@ def test_public_flag_is_recorded_on_the_version(server: Server) -> None:
     server.upload("lens", bundle_bytes("lens"), query="?public=true&replicas=3")
     version = server.get("/api/v1/models/lens").get_json()["versions"][0]
     assert version["public"] is True and version["replicas"] == 3
-
-
-def test_resources_are_recorded_on_the_version_as_given(server: Server) -> None:
-    server.upload("lens", bundle_bytes("lens"), query='?resources={"cpu":"500m","memory":"1Gi"}')
-    version = server.get("/api/v1/models/lens").get_json()["versions"][0]
-    assert version["resources"] == {"cpu": "500m", "memory": "1Gi"}
 
 
 def test_unknown_model_and_job_answer_404_naming_them(server: Server) -> None:
@@ -325,3 +319,14 @@ def test_a_version_too_large_for_the_database_answers_4xx(server: Server) -> Non
                                 headers=server.headers())
     assert answer.status_code == 400 and _error(answer)["message"].startswith("version:")
     assert server.client.get("/m/lens/v/99999999999999999999999/").status_code == 404
+
+
+def test_resources_are_checked_at_upload_and_kept_on_the_version(server: Server) -> None:
+    bad = server.upload("sized", bundle_bytes("sized"), query='?resources={"memory":"lots"}')
+    assert bad.status_code == 400
+    assert bad.get_json()["error"]["message"].startswith("resources.memory: 'lots' is not a Kubernetes quantity")
+    good = server.upload("sized", bundle_bytes("sized"), query='?resources={"cpu":"500m","memory":"1Gi"}')
+    assert good.status_code == 202, good.get_json()
+    (version,) = server.get("/api/v1/models/sized").get_json()["versions"]
+    assert version["resources"] == {"cpu": "500m", "memory": "1Gi"}
+    assert server.state.store.version("sized", 1).resources == {"cpu": "500m", "memory": "1Gi"}

@@ -118,7 +118,7 @@ def test_replay_fails_the_test_on_a_request_the_recording_does_not_have() -> Non
 
 @pytest.mark.parametrize("keep", [0, -1, True, "3"])
 def test_prune_refuses_a_retention_below_one_before_any_request(keep: Any) -> None:
-    with pytest.raises(ConfigError, match="GAZELLE_REGISTRY_KEEP"):
+    with pytest.raises(ConfigError, match="versions to keep"):
         prune(client_for(ReplayTransport([])), REPO, keep, set())
 
 

@@ -34,11 +34,6 @@ def test_environment_variables_set_every_option() -> None:
     assert s.stage_delay == {"build": 2.0, "slow:deploy": 0.5}
 
 
-def test_registry_keeps_ten_versions_unless_told_otherwise() -> None:
-    assert Settings.from_env({}).registry_keep == 10
-    assert Settings.from_env({"GAZELLE_REGISTRY_KEEP": "3"}).registry_keep == 3
-
-
 def test_cli_flags_win_over_the_environment() -> None:
     args = argparse.Namespace(host=None, port=8123, data_dir="/tmp/x", workers=None, target=None, builder=None,
                               registry=None)
@@ -54,8 +49,6 @@ def test_cli_flags_win_over_the_environment() -> None:
     ({"GAZELLE_BASE_IMAGES": "[1]"}, ["GAZELLE_BASE_IMAGES"]),
     ({"GAZELLE_WORKERS": "0"}, ["workers"]),
     ({"GAZELLE_RUN_JOBS": "perhaps"}, ["GAZELLE_RUN_JOBS", "true or false"]),
-    ({"GAZELLE_REGISTRY_KEEP": "0"}, ["GAZELLE_REGISTRY_KEEP", "at least 1"]),
-    ({"GAZELLE_REGISTRY_KEEP": "ten"}, ["GAZELLE_REGISTRY_KEEP", "integer"]),
 ])
 def test_bad_values_raise_config_error_naming_the_variable_and_choices(env: dict[str, str],
                                                                         words: list[str]) -> None:

@@ -21,8 +21,10 @@ Log = Callable[[str], None]
 
 
 class Builder(Protocol):
-    def build(self, bundle_path: Path, manifest: Mapping[str, Any], log: Log) -> Any:
+    def build(self, bundle_path: Path, manifest: Mapping[str, Any], log: Log, *, version: int = 0) -> Any:
         """Make the bundle runnable; stream progress lines to ``log``; return the artifact.
+
+        ``version`` is the model version being built (image builders label the image with it).
 
         The artifact is a ``LocalEnv``, an ``oci.Image`` or an ``EngineImage`` (see the module
         docstring). Raises ``BuildError`` or ``ConfigError`` naming the cause.

@@ -68,14 +68,7 @@ class AppendBuilder:
         self.registry.close()
 
     def base_for(self, minor: str) -> str:
-        if not self.base_images:
-            major, _, rest = minor.partition(".")
-            return DEFAULT_BASE.format(major=major, minor=rest)
-        if minor not in self.base_images:
-            raise ConfigError(f"no base image for python {minor} in GAZELLE_BASE_IMAGES "
-                              f"(it has {', '.join(sorted(self.base_images))})",
-                              hint=f'add "{minor}": "<image>" to GAZELLE_BASE_IMAGES')
-        return self.base_images[minor]
+        return base_image_for(minor, self.base_images)
 
     def build(self, bundle_path: Path, manifest: Mapping[str, Any], log: Log, *, version: int = 0) -> oci.Image:
         minor = manifest_minor(manifest)
@@ -152,6 +145,18 @@ def _check_python(base: oci.Image, minor: str, base_name: str) -> None:
     if declared and not re.match(rf"^{re.escape(minor)}(\.|$)", declared):
         raise BuildError(f"the base image {base_name} has python {declared}, the bundle needs {minor}",
                          hint="map the bundle's python to a matching image in GAZELLE_BASE_IMAGES")
+
+
+def base_image_for(minor: str, base_images: Mapping[str, str]) -> str:
+    """The base image for python ``minor`` (``GAZELLE_BASE_IMAGES``, shared by both image builders)."""
+    if not base_images:
+        major, _, rest = minor.partition(".")
+        return DEFAULT_BASE.format(major=major, minor=rest)
+    if minor not in base_images:
+        raise ConfigError(f"no base image for python {minor} in GAZELLE_BASE_IMAGES "
+                          f"(it has {', '.join(sorted(base_images))})",
+                          hint=f'add "{minor}": "<image>" to GAZELLE_BASE_IMAGES')
+    return base_images[minor]
 
 
 def runtime_layer() -> oci.Layer:

@@ -58,7 +58,7 @@ class VenvBuilder:
         self.envs_dir = Path(data_dir) / "envs"
         self.python = python or sys.executable
 
-    def build(self, bundle_path: Path, manifest: Mapping[str, Any], log: Log) -> LocalEnv:
+    def build(self, bundle_path: Path, manifest: Mapping[str, Any], log: Log, *, version: int = 0) -> LocalEnv:
         minor = manifest_minor(manifest)
         pins = manifest_pins(manifest)
         own_minor = f"{sys.version_info.major}.{sys.version_info.minor}"

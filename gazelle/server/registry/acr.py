@@ -6,11 +6,12 @@ and manifests with their tags (``/acr/v1/{repo}/_manifests``), and deleting a ma
 (``DELETE /v2/{repo}/manifests/{digest}``, which removes every tag on it). The caller builds the
 ``ContainerRegistryClient`` with its endpoint and credential (an ``azure.identity`` credential for
 Azure AD, whose token the client exchanges at ``/oauth2/exchange`` and ``/oauth2/token``; None for
-anonymous read): this module reads no setting and opens no connection of its own.
+anonymous read): this module reads no setting and opens no connection of its own. The build server
+does not call it yet (it has no Azure AD credential to build a client with): it is for a cleanup job
+or a script that has one.
 
 Tags follow ``v{version}-{unix time}`` in the model's image repository (``{prefix}/{name}``).
-``prune`` keeps the ``keep`` highest versions (``GAZELLE_REGISTRY_KEEP``) and deletes the manifests of
-the others, except:
+``prune`` keeps the ``keep`` highest versions and deletes the manifests of the others, except:
 
 - a digest in ``protect``: the live version and every one a rollback could need. Deployments run
   images by digest, so the caller must protect each digest a target still runs or may run again;
@@ -91,7 +92,7 @@ def prune(client: TagClient, repository: str, keep: int, protect: Collection[str
     """Delete the manifests of every version of ``repository`` past the ``keep`` highest, except the
     ``protect`` digests and what the module docstring lists; returns what was deleted, oldest first."""
     if isinstance(keep, bool) or not isinstance(keep, int) or keep < 1:
-        raise ConfigError(f"GAZELLE_REGISTRY_KEEP must be an integer of at least 1, got {keep!r}")
+        raise ConfigError(f"keep: the versions to keep must be an integer of at least 1, got {keep!r}")
     bad = sorted(d for d in protect if not _DIGEST.match(d))
     if bad:
         raise ConfigError(f"digests to protect must look like sha256:<64 hex>, got {', '.join(map(repr, bad))}")

@@ -21,11 +21,11 @@ API versions that differ across clusters (HPA, PDB) come in as ``ApiVersions``, 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Mapping
 
-from gazelle.server import resources
 from gazelle.server.artifacts import ImageRef
 from gazelle.server.targets import Release
+from gazelle.server.targets.resources import Resources, parse_quantity
 
 MODEL_LABEL = "gazelle.dev/model"
 VERSION_LABEL = "gazelle.dev/version"
@@ -34,6 +34,10 @@ CONTAINER = "runtime"
 CONTAINER_PORT = 8080           # the model image's default (DESIGN section 2)
 SERVICE_PORT = 80
 RUNTIME_UID = 65532             # the append builder's user; the docker builder's image runs non-root too
+DEFAULT_RESOURCES: Mapping[str, Mapping[str, str]] = {
+    "requests": {"cpu": "100m", "memory": "512Mi"},
+    "limits": {"memory": "1Gi"},
+}
 
 
 @dataclass(frozen=True)
@@ -87,6 +91,35 @@ def labels(name: str, version: int | None = None) -> dict[str, str]:
     return out
 
 
+def container_resources(spec: Mapping[str, Any] | None) -> dict[str, dict[str, str]]:
+    """``deploy(resources=...)`` (either shape of DESIGN section 1) over the defaults, as the pod spec
+    takes it. What was asked wins: a default request above an asked limit comes down to the limit, a
+    default limit below an asked request goes up to it. BadRequest names a bad field."""
+    Resources.of(spec)
+    if not spec:
+        given: dict[str, dict[str, str]] = {"requests": {}, "limits": {}}
+    elif set(spec) & {"requests", "limits"}:
+        given = {kind: {name: str(value) for name, value in (spec.get(kind) or {}).items()}
+                 for kind in ("requests", "limits")}
+    else:
+        given = {"requests": {name: str(value) for name, value in spec.items()},
+                 "limits": {"memory": str(spec["memory"])} if "memory" in spec else {}}
+    out = {kind: {**DEFAULT_RESOURCES[kind], **given[kind]} for kind in ("requests", "limits")}
+    for name in list(out["requests"]):
+        limit = out["limits"].get(name)
+        if limit is None or _amount(out["requests"][name]) <= _amount(limit):
+            continue
+        if name in given["limits"]:
+            out["requests"][name] = limit
+        else:
+            out["limits"][name] = out["requests"][name]
+    return out
+
+
+def _amount(quantity: str) -> Any:
+    return parse_quantity(quantity, "resources")
+
+
 def _version_metadata(release: Release, options: Options) -> dict[str, Any]:
     return {"name": deployment_name(release.name, release.version), "namespace": options.namespace,
             "labels": labels(release.name, release.version)}
@@ -114,7 +147,7 @@ def deployment(release: Release, options: Options, port: int) -> dict[str, Any]:
         "image": str(release.artifact),
         "imagePullPolicy": "IfNotPresent",
         "env": env,
-        "resources": resources.parse(release.resources),
+        "resources": container_resources(release.resources),
         # Probed every second while starting: a deploy waits for the first probe after the model loads.
         "startupProbe": _probe("/v2/health/live", target, period=1, failures=max(1, options.startup_seconds)),
         "readinessProbe": _probe("/v2/health/ready", target, period=1, failures=3),
