@@ -21,6 +21,7 @@ from gazelle.server.targets import Release
 from gazelle.server.targets import _k8s_objects as objects
 from gazelle.server.targets.kubernetes import KubernetesTarget
 from tests.e2e._k8s import kube  # noqa: F401  (a fixture)
+from tests.integration._server import wait_for
 from tests.integration._local import Boom
 
 MODEL = "wordcount"
@@ -250,6 +251,46 @@ def test_delete_removes_every_object_of_the_model(
     names = [s.metadata.name for s in client.CoreV1Api(kube).list_namespaced_service(k8s_namespace).items]
     assert "gazelle-wordcount" not in names
     assert target.running() == []
+
+
+def test_an_image_of_the_docker_builder_runs_too_as_its_own_non_root_user(
+        target: KubernetesTarget, testenv: dict[str, str], docker_client: Any, base_image: str,
+        registry_url: str, tmp_path: Any) -> None:
+    from gazelle.server.builders.docker import DockerBuilder
+    from gazelle.server.registry.engine import EnginePublisher
+    from tests.e2e._docker import Shout, client_factory, store
+
+    prefix = f"{registry_url}/gazelle-test-k8s-docker"
+    builder = DockerBuilder(client_factory(testenv["GAZELLE_TEST_DOCKER_HOST"]), prefix,
+                            base_images={base_image.rsplit(":", 1)[1]: base_image})
+    try:
+        path, manifest = store(tmp_path, Shout(), name="shout")
+        built = builder.build(path, manifest, lambda line: None, version=1)
+        ref = EnginePublisher(builder.engine, prefix)(built, "shout", 1, lambda line: None)
+    finally:
+        builder.close()
+    running = target.deploy(Release(name="shout", version=1, artifact=ref, manifest=manifest,
+                                    resources={"memory": "256Mi"}), lambda line: None)
+    try:
+        assert predict(running.url, ["taxi"])["predictions"] == ["TAXI"]
+    finally:
+        target.delete("shout")
+        # the engine refuses to remove an image while the deleted pod's container is still stopping
+        wait_for(lambda: _removed(docker_client, built.id), "the shout image removed from the engine", timeout=90)
+
+
+def _removed(docker_client: Any, image_id: str) -> bool:
+    import docker
+
+    try:
+        docker_client.images.remove(image_id, force=True)
+    except docker.errors.ImageNotFound:
+        return True
+    except docker.errors.APIError as err:
+        if err.status_code == 409:
+            return False
+        raise
+    return True
 
 
 def test_the_cluster_accepts_every_object_kind_with_the_api_versions_discovery_chose(

@@ -33,7 +33,6 @@ PORT_ANNOTATION = "gazelle.dev/port"
 CONTAINER = "runtime"
 CONTAINER_PORT = 8080           # the model image's default (DESIGN section 2)
 SERVICE_PORT = 80
-RUNTIME_UID = 65532             # the append builder's user; the docker builder's image runs non-root too
 DEFAULT_RESOURCES: Mapping[str, Mapping[str, str]] = {
     "requests": {"cpu": "100m", "memory": "512Mi"},
     "limits": {"memory": "1Gi"},
@@ -152,9 +151,9 @@ def deployment(release: Release, options: Options, port: int) -> dict[str, Any]:
         "startupProbe": _probe("/v2/health/live", target, period=1, failures=max(1, options.startup_seconds)),
         "readinessProbe": _probe("/v2/health/ready", target, period=1, failures=3),
         "livenessProbe": _probe("/v2/health/live", target, period=10, failures=3),
-        "securityContext": {"runAsNonRoot": True, "runAsUser": RUNTIME_UID, "runAsGroup": RUNTIME_UID,
-                            "allowPrivilegeEscalation": False, "readOnlyRootFilesystem": True,
-                            "capabilities": {"drop": ["ALL"]}},
+        # The image's own numeric user (65532 append, 10001 docker builder); the kubelet refuses root.
+        "securityContext": {"runAsNonRoot": True, "allowPrivilegeEscalation": False,
+                            "readOnlyRootFilesystem": True, "capabilities": {"drop": ["ALL"]}},
         "volumeMounts": [{"name": "tmp", "mountPath": "/tmp"}],
     }
     if not options.host_network:
@@ -165,8 +164,7 @@ def deployment(release: Release, options: Options, port: int) -> dict[str, Any]:
         "automountServiceAccountToken": False,
         "enableServiceLinks": False,
         "terminationGracePeriodSeconds": options.termination_grace,
-        "securityContext": {"runAsNonRoot": True, "runAsUser": RUNTIME_UID, "runAsGroup": RUNTIME_UID,
-                            "fsGroup": RUNTIME_UID, "seccompProfile": {"type": "RuntimeDefault"}},
+        "securityContext": {"runAsNonRoot": True, "seccompProfile": {"type": "RuntimeDefault"}},
         "containers": [container],
         "volumes": [{"name": "tmp", "emptyDir": {"sizeLimit": "256Mi"}}],
     }
