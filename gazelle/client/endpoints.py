@@ -123,13 +123,19 @@ class Endpoint:
     # -- display -------------------------------------------------------------------------------
 
     def curl(self) -> str:
-        """A curl command that calls this endpoint; the token is the ``$GAZELLE_TOKEN`` placeholder."""
+        """A curl command that calls this endpoint; the token is the ``$GAZELLE_TOKEN`` placeholder.
+
+        The header reaches curl on its standard input (``-H @-``) from ``printf``, a shell builtin, so
+        the token is never on a command line, where ``ps`` would show it to every user of the machine.
+        """
         sample = (self._manifest or {}).get("sample") or []
         body = json.dumps({"instances": sample[:1]}) if sample else '{"instances": [...]}'
         quoted = "'" + body.replace("'", "'\\''") + "'"
-        lines = [f"curl -X POST {self.url}/predict"]
-        if not self.public:
-            lines.append('-H "Authorization: Bearer $GAZELLE_TOKEN"')
+        if self.public:
+            lines = [f"curl -X POST {self.url}/predict"]
+        else:
+            lines = [f"printf 'Authorization: Bearer %s\\n' \"$GAZELLE_TOKEN\" | curl -X POST {self.url}/predict",
+                     "-H @-"]
         lines += ['-H "Content-Type: application/json"', f"-d {quoted}"]
         return " \\\n     ".join(lines)
 

@@ -5,6 +5,7 @@ answers. After the server is killed, the next one adopts the same container."""
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 from typing import Any, Iterator
 
@@ -70,3 +71,30 @@ def test_an_image_deployed_to_the_docker_target_answers_through_the_gateway_and_
         restarted.terminate()
     assert docker_client.containers.list(filters={"label": f"gazelle.model={model_name}"}), \
         "a clean server exit leaves the containers serving"
+
+
+def test_the_account_suggestion_model_serves_from_the_docker_target_through_the_gateway(
+        tmp_path: Path, docker_env: dict[str, str], model_name: str, docker_client: Any) -> None:
+    """The notebook's flagship model, with each builder: scikit-learn and its pins in the image."""
+    from gazelle.bundle import pack
+    from tests.integration._runtime import TRAVEL, accounts_model
+
+    data_dir = tmp_path / "data"
+    shared = Path(os.environ.get("GAZELLE_TESTENV_CACHE", "/var/cache/gazelle-testenv")) / "append-layers"
+    if shared.parent.is_dir() and os.access(shared.parent, os.W_OK):
+        # Dependency layers outlive the run (like the Kubernetes binaries): a warm run does no pip.
+        shared.mkdir(exist_ok=True)
+        data_dir.mkdir(parents=True)
+        (data_dir / "cache").symlink_to(shared, target_is_directory=True)
+    server = start_server(data_dir, env=docker_env)
+    try:
+        data = pack(accounts_model(), name=model_name, sample=["taxi to the airport", "hotel in Berlin"]).data
+        job = server.deploy(model_name, data)
+        assert job["status"] == "succeeded", json.dumps(job, indent=1)
+        answer = server.predict(f"/m/{model_name}/predict", ["Taxi to conference"])
+        assert answer.status_code == 200, answer.text
+        assert answer.json()["predictions"] == [TRAVEL]
+        (container,) = docker_client.containers.list(filters={"label": f"gazelle.model={model_name}"})
+        assert "@sha256:" in container.attrs["Config"]["Image"]
+    finally:
+        server.terminate()

@@ -2,6 +2,7 @@
 server up until Ctrl-C, then stops it and its model processes."""
 from __future__ import annotations
 
+import json
 import os
 import queue
 import signal
@@ -38,11 +39,19 @@ def test_demo_deploys_prints_the_endpoint_and_stops_cleanly_on_ctrl_c(tmp_path):
                 pass
         assert f"endpoint:  {url}/m/accounts" in seen
         assert f"try it:    {url}/m/accounts/" in seen
-        assert f"  curl -X POST {url}/m/accounts/predict \\" in seen
+        curl_at = next(i for i, line in enumerate(seen) if f"curl -X POST {url}/m/accounts/predict \\" in line)
         assert "'Taxi to conference' -> '2770 Travel expenses'" in seen
         assert answers(url)
         token = (tmp_path / "data" / "token").read_text().strip()
         assert token not in "\n".join(seen)
+        # The curl an app team is handed works as printed, with the token only in the environment.
+        snippet = "\n".join(line[2:] for line in seen[curl_at:curl_at + 4])
+        done = subprocess.run(["bash", "-c", snippet], env={"PATH": os.environ["PATH"], "GAZELLE_TOKEN": token},
+                              capture_output=True, text=True, timeout=60)
+        assert done.returncode == 0, done.stderr
+        answer = json.loads(done.stdout)
+        assert answer["model"] == "accounts" and len(answer["predictions"]) == 1, done.stdout
+        assert answer["predictions"][0][:4].isdigit(), done.stdout   # a ledger account such as "2770 ..."
 
         demo.send_signal(signal.SIGINT)
         assert demo.wait(90) == 0

@@ -260,17 +260,33 @@ def test_restore_stops_recorded_versions_no_longer_wanted(tmp_path: Path, target
         later.shutdown(grace=5)
 
 
-def test_stop_lets_an_in_flight_request_finish(tmp_path: Path, target: LocalTarget) -> None:
+def test_stop_lets_an_in_flight_request_finish(tmp_path: Path) -> None:
+    target = LocalTarget(tmp_path, workers=2, ready_timeout=90)   # one worker answers, one tells us so
     path, manifest = store(tmp_path, SlowLabel("slow"), name="slow")
     ref = VenvBuilder(tmp_path).build(path, manifest, Lines())
     running = target.deploy(release("slow", 1, ref, manifest), Lines())
     answers: list[Any] = []
     request = threading.Thread(target=lambda: answers.append(call(f"{running.url}/predict", {"instances": ["a"]})))
     request.start()
-    time.sleep(0.5)   # let the request reach the worker before asking the runtime to stop
-    target.stop("slow", 1, grace=10)
-    request.join(timeout=30)
+    deadline = time.monotonic() + 30   # the request must be inside the worker before the stop is asked
+    while _in_flight(running.url) < 1:
+        assert time.monotonic() < deadline, "the request never reached the runtime"
+        time.sleep(0.05)
+    try:
+        target.stop("slow", 1, grace=10)
+        request.join(timeout=30)
+    finally:
+        target.shutdown(grace=5)
     assert answers and answers[0][0] == 200 and answers[0][1]["predictions"] == ["slow"]
+
+
+def _in_flight(url: str) -> float:
+    """Requests the runtime is answering now, not counting this scrape."""
+    import re
+
+    text = call(f"{url}/metrics")[1]
+    match = re.search(r"^gazelle_requests_in_flight (\S+)$", text, re.M)
+    return float(match.group(1)) - 1 if match else 0.0
 
 
 def test_shutdown_stops_every_version_and_leaves_no_zombie(tmp_path: Path, target: LocalTarget) -> None:

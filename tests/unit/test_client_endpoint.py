@@ -23,7 +23,7 @@ def test_html_view_has_url_try_it_link_and_curl_with_a_token_placeholder():
     page = make()._repr_html_()
     assert "http://127.0.0.1:8000/m/accounts/" in page
     assert "curl -X POST http://127.0.0.1:8000/m/accounts/predict" in page
-    assert "Bearer $GAZELLE_TOKEN" in page
+    assert "Bearer %s\\n&#x27; &quot;$GAZELLE_TOKEN&quot; | curl" in page   # the token travels on stdin
     assert "needs a token with the predict scope" in page
     assert SECRET not in page
 
