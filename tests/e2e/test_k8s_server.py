@@ -10,6 +10,7 @@ from typing import Any, Iterator
 
 import pytest
 
+from tests.e2e._docker import data_dir_sharing_layers
 from tests.e2e._k8s import kube  # noqa: F401  (a fixture)
 from tests.integration._server import (Boom, ServerProcess, bundle, doubled_lengths, lengths, process_id, start_server,
                                       wait_for)
@@ -32,7 +33,7 @@ def server_env(kubeconfig: str, k8s_namespace: str, registry_url: str, base_imag
 
 @pytest.fixture(scope="module")
 def server(tmp_path_factory: pytest.TempPathFactory, server_env: dict[str, str]) -> Iterator[ServerProcess]:
-    process = start_server(tmp_path_factory.mktemp("k8s-server") / "data", env=server_env)
+    process = start_server(data_dir_sharing_layers(tmp_path_factory.mktemp("k8s-server") / "data"), env=server_env)
     yield process
     process.terminate()
 
@@ -190,3 +191,33 @@ def test_a_restarted_server_serves_again_after_a_pod_was_deleted_and_its_store_m
         assert [p.metadata.name for p in pods if p.metadata.deletion_timestamp is None] != [pod.metadata.name]
     finally:
         again.terminate()
+
+
+def test_the_account_suggestion_model_from_the_python_api_runs_two_replicas_with_a_budget(
+        server: ServerProcess, kube: Any, k8s_namespace: str) -> None:
+    """The notebook's flagship model through ``gazelle.deploy``: scikit-learn and its pins in the image,
+    ``replicas`` and ``resources`` reaching the Deployment, a PodDisruptionBudget, predictions through
+    the endpoint URL."""
+    from kubernetes import client
+
+    import gazelle
+    from tests.integration._runtime import TRAVEL, accounts_model
+
+    ep = gazelle.deploy(accounts_model(), "accounts", sample=["taxi to the airport", "hotel in Berlin"],
+                        server=server.url, token=server.token, replicas=2,
+                        resources={"requests": {"cpu": "50m", "memory": "256Mi"}, "limits": {"memory": "768Mi"}})
+    assert ep.predict(["Taxi to conference"]) == [TRAVEL]
+    name = f"gazelle-accounts-v{ep.version}"
+    dep = client.AppsV1Api(kube).read_namespaced_deployment(name, k8s_namespace)
+    (container,) = dep.spec.template.spec.containers
+    assert "@sha256:" in container.image
+    assert container.resources.requests == {"cpu": "50m", "memory": "256Mi"}
+    assert container.resources.limits == {"memory": "768Mi"}
+    assert container.startup_probe.http_get.path == "/v2/health/live"
+    assert dep.spec.template.metadata.labels["gazelle.dev/model"] == "accounts"
+    assert dep.status.ready_replicas == 2
+    from kubernetes.dynamic import DynamicClient
+
+    # policy/v1beta1 on the 1.20 test cluster: the current typed client no longer has it
+    budgets = DynamicClient(kube).resources.get(api_version="policy/v1beta1", kind="PodDisruptionBudget")
+    assert budgets.get(name=name, namespace=k8s_namespace).spec.maxUnavailable == 1
