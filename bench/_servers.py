@@ -47,6 +47,7 @@ class Server:
     log: Path
     env: dict[str, str] = field(default_factory=dict)
     proc: subprocess.Popen[bytes] | None = None
+    ready_seconds: float | None = None
 
     @property
     def url(self) -> str:
@@ -59,13 +60,15 @@ class Server:
             env={**os.environ, **self.env}, start_new_session=True,
         )
         logf.close()
-        deadline = time.monotonic() + timeout
+        started = time.monotonic()
+        deadline = started + timeout
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:
                 raise RuntimeError(f"{self.name} exited with {self.proc.returncode}; log:\n{self.tail()}")
             try:
                 with urllib.request.urlopen(self.url + ready_path, timeout=2) as r:
                     if r.status == 200:
+                        self.ready_seconds = round(time.monotonic() - started, 3)
                         return self
             except (urllib.error.URLError, ConnectionError, OSError):
                 pass
@@ -108,6 +111,23 @@ class Server:
             fields = stat.rsplit(")", 1)[1].split()
             total += int(fields[11]) + int(fields[12])  # utime, stime (fields 14 and 15 of stat)
         return total / os.sysconf("SC_CLK_TCK")
+
+    def memory(self) -> dict[str, float]:
+        """RSS and PSS (MiB) summed over the master and its workers. RSS counts the pages the workers
+        share with the master (the preloaded model) once per process; PSS splits them among them."""
+        rss = pss = 0
+        for pid in self.pids():
+            try:
+                rollup = Path(f"/proc/{pid}/smaps_rollup").read_text()
+            except OSError:
+                continue
+            for line in rollup.splitlines():
+                key, _, value = line.partition(":")
+                if key == "Rss":
+                    rss += int(value.split()[0])
+                elif key == "Pss":
+                    pss += int(value.split()[0])
+        return {"rss_mib": round(rss / 1024, 1), "pss_mib": round(pss / 1024, 1), "processes": len(self.pids())}
 
     def tail(self, n: int = 30) -> str:
         try:

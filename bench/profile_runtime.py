@@ -7,7 +7,9 @@ servers share anyway), alternating apps in blocks so drift hits both. It then sp
 time into the model call and everything around it, and prints a cProfile of the runtime's path.
 
 The runtime is built as ``gazelle runtime`` builds it: prometheus multiprocess mode on (metrics in
-mmap'd files) and the JSON access log on, written to a file on fd 2 as under gunicorn.
+mmap'd files) and the JSON access log on, written to a file on fd 2 as under gunicorn. Its model
+call runs on the predictor thread (one request at a time here, so nothing is batched): CPU time
+counts every thread, and the profile adds the predictor thread's own profile to the caller's.
 
     python bench/profile_runtime.py [--requests 2000] [--models text,forest] [--batches 1,100]
 
@@ -99,6 +101,7 @@ STEPS = (
     ("    read_json (content type, read, orjson)", "gazelle/runtime/app.py", "read_json"),
     ("    DataPlane.predict", "gazelle/runtime/dataplane.py", "predict"),
     ("      schema.decode", "gazelle/schema/decoding.py", "decode"),
+    ("      hand-off to the predictor thread, wait (the model call included)", "gazelle/runtime/predictor.py", "submit"),
     ("      model call + jsonable (DataPlane._call)", "gazelle/runtime/dataplane.py", "_call"),
     ("      schema.jsonable", "gazelle/schema/encoding.py", "jsonable"),
     ("    _json (orjson answer)", "gazelle/runtime/app.py", "_json"),
@@ -110,16 +113,35 @@ STEPS = (
 )
 
 
-def profile(fn: Callable[[], Any], n: int, top: int) -> tuple[str, dict[str, float]]:
+def profile(fn: Callable[[], Any], n: int, top: int, predictor: Any = None) -> tuple[str, dict[str, float]]:
     """cProfile ``n`` calls: the top functions by own time, and the path's steps in us per request
-    (cProfile's own overhead inflates Python-heavy steps; compare steps with each other)."""
+    (cProfile's own overhead inflates Python-heavy steps; compare steps with each other). cProfile
+    sees one thread: ``predictor``'s thread gets a profile of its own, added to the caller's."""
     prof = cProfile.Profile()
+    worker = cProfile.Profile()
+    if predictor is not None:
+        run = predictor.run
+
+        def profiled_run(jobs: Any) -> None:
+            worker.enable()
+            try:
+                run(jobs)
+            finally:
+                worker.disable()
+
+        predictor.run = profiled_run
     prof.enable()
-    for _ in range(n):
-        fn()
-    prof.disable()
+    try:
+        for _ in range(n):
+            fn()
+    finally:
+        prof.disable()
+        if predictor is not None:
+            del predictor.run
     out = io.StringIO()
     stats = pstats.Stats(prof, stream=out)
+    if predictor is not None:
+        stats.add(worker)
     stats.sort_stats("tottime").print_stats(top)
     raw: dict[tuple[str, int, str], tuple[Any, ...]] = stats.stats  # type: ignore[attr-defined]
     steps: dict[str, float] = {}
@@ -168,7 +190,8 @@ def main(argv: list[str] | None = None) -> int:
             bundle = gazelle.bundle.save(model, work / f"{kind}.tar", name=name, sample=sample)
             os.dup2(log_fd, 2)
             try:
-                gz = create_app(bundle).wsgi_app
+                gz_app = create_app(bundle)
+                gz = gz_app.wsgi_app
                 base = baseline_app.app.wsgi_app
                 cells: dict[str, Any] = {}
                 for batch in args.batches:
@@ -198,7 +221,8 @@ def main(argv: list[str] | None = None) -> int:
                         "ratio": round(us["gazelle"] / us["baseline"], 3),
                     }
                     if not args.no_profile:
-                        text, steps = profile(apps["gazelle"], n, args.top)
+                        text, steps = profile(apps["gazelle"], n, args.top,
+                                              gz_app.extensions["gazelle.runtime"].predictor)
                         cells[f"b{batch}"]["profiled_steps_us"] = steps
                         listings.append(f"==== {kind} b{batch}: gazelle runtime WSGI app, {n} requests ====\n"
                                         + text)

@@ -41,6 +41,8 @@ MANIFEST_KEYS = (
     "format", "name", "gazelle", "python", "platform", "serializer", "requirements", "by_value",
     "method", "proba", "classes", "input_schema", "output_schema", "sample", "expected", "model_sha256",
 )
+# Written by every bundle, but read as optional: bundles from before the key existed stay readable.
+OPTIONAL_MANIFEST_KEYS = ("batch",)
 
 
 @dataclass(frozen=True)
@@ -80,14 +82,19 @@ class Bundle:
 
 
 def pack(model: Any, *, name: str, sample: Any = None, requirements: Sequence[str] | None = None,
-         method: str = "predict") -> Bundle:
+         method: str = "predict", batch: bool | None = None) -> Bundle:
     """Bundle ``model``: pickle it, capture its environment, and record what it answers for ``sample``.
 
     ``method`` is the model's method the runtime calls; a plain callable without ``predict`` is called
     directly (``"__call__"``). ``requirements`` are extra pins that win over the captured ones.
+    ``batch``: whether the runtime may join concurrent requests' rows into one model call (the model
+    must answer each row independently of the others); ``None`` means yes for scikit-learn
+    estimators and pipelines, no for anything else.
     """
     validate_name(name)
     method = _resolve_method(model, method)
+    if batch is not None and not isinstance(batch, bool):
+        raise BadRequest(f"batch must be True, False or None, got {type(batch).__name__}")
     if isinstance(requirements, str):
         requirements = [requirements]
     input_schema = schema.infer(sample)
@@ -124,15 +131,17 @@ def pack(model: Any, *, name: str, sample: Any = None, requirements: Sequence[st
         "sample": sample_rows,
         "expected": expected,
         "model_sha256": hashlib.sha256(pickled).hexdigest(),
+        "batch": batches_by_default(model, method) if batch is None else batch,
     }
     text = _dump_manifest(manifest)
     return Bundle(manifest=json.loads(text), data=_write_tar({MANIFEST: text.encode(), MODEL: pickled}))
 
 
 def save(model: Any, path: str | os.PathLike[str], *, name: str, sample: Any = None,
-         requirements: Sequence[str] | None = None, method: str = "predict") -> Path:
+         requirements: Sequence[str] | None = None, method: str = "predict",
+         batch: bool | None = None) -> Path:
     """Write the bundle that ``gazelle.deploy`` would send to ``path`` (for ``gazelle deploy`` later)."""
-    bundle = pack(model, name=name, sample=sample, requirements=requirements, method=method)
+    bundle = pack(model, name=name, sample=sample, requirements=requirements, method=method, batch=batch)
     target = Path(path)
     fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", dir=target.parent)
     try:
@@ -144,6 +153,12 @@ def save(model: Any, path: str | os.PathLike[str], *, name: str, sample: Any = N
         Path(tmp).unlink(missing_ok=True)
         raise
     return target
+
+
+def batches_by_default(model: Any, method: str = "predict") -> bool:
+    """Whether a model batches when the bundle does not say: scikit-learn's own estimators and
+    pipelines do (they predict each row on its own); functions and other classes are not assumed to."""
+    return method != "__call__" and type(model).__module__.split(".")[0] == "sklearn"
 
 
 def _resolve_method(model: Any, method: str) -> str:
@@ -348,6 +363,9 @@ def _check_types(manifest: Mapping[str, Any]) -> None:
             wanted = " or ".join("null" if t is type(None) else _JSON_NAMES.get(t, t.__name__) for t in types)
             raise BundleError(f"the bundle's {MANIFEST} field {key} must be {wanted}, "
                               f"got {_JSON_NAMES.get(type(manifest[key]), type(manifest[key]).__name__)}")
+    # Optional: bundles written before batching existed lack it, and the runtime then decides.
+    if not isinstance(manifest.get("batch", False), bool):
+        raise BundleError(f"the bundle's {MANIFEST} field batch must be true or false")
     for key in ("requirements", "by_value"):
         if not all(isinstance(item, str) for item in manifest[key]):
             raise BundleError(f"the bundle's {MANIFEST} field {key} must list strings only")

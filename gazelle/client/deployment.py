@@ -22,19 +22,22 @@ UPLOAD_TIMEOUT = 300.0
 def deploy(model: Any, name: str, *, sample: Any = None, server: str | None = None, token: str | None = None,
            requirements: Sequence[str] | None = None, method: str = "predict", public: bool = False,
            replicas: int | None = None, resources: Mapping[str, Any] | None = None,
-           wait: bool = True) -> Endpoint:
+           wait: bool = True, batch: bool | None = None) -> Endpoint:
     """Deploy ``model`` as ``name`` and return its endpoint once the new version is live.
 
     ``model`` has a ``predict`` method (or ``method``), or is a plain callable. ``sample`` (a few input
     rows: list, ndarray, DataFrame) gives the input schema, the try-it page's example and the sanity
     check. ``requirements`` adds pins to the captured ones. ``public`` serves predictions without a
     token. With ``wait=False`` the call returns as soon as the server accepted the bundle; the new
-    version answers once its job (``Endpoint.job``) is done. A failed deploy raises ``DeployError``.
+    version answers once its job (``Endpoint.job``) is done. ``batch`` lets the runtime join
+    concurrent requests into one model call (default: scikit-learn models only; ``True`` for a
+    function or class that predicts each row on its own, ``False`` to turn it off). A failed deploy
+    raises ``DeployError``.
     """
     validate_name(name)
     from gazelle.bundle import pack
 
-    bundle = pack(model, name=name, sample=sample, requirements=requirements, method=method)
+    bundle = pack(model, name=name, sample=sample, requirements=requirements, method=method, batch=batch)
     return deploy_bundle(bundle, server=server, token=token, public=public, replicas=replicas,
                          resources=resources, wait=wait)
 

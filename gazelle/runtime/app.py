@@ -90,8 +90,10 @@ def _json(body: Any, status: int = 200, headers: list[tuple[str, str]] | None = 
 
 def build_app(loaded: loader.Loaded, settings: RuntimeSettings) -> Flask:
     bundle = loaded.bundle
-    plane = DataPlane(bundle.manifest, loaded.model, version=settings.model_version, digest=bundle.digest)
     metrics = Metrics()
+    plane = DataPlane(bundle.manifest, loaded.model, version=settings.model_version, digest=bundle.digest,
+                      max_batch_rows=settings.max_batch, timeout=settings.timeout,
+                      observe=metrics.observe_batch)
     metrics.model_load_seconds.set(loaded.seconds)
     metrics.model_info.labels(plane.name, plane.version_text, plane.digest).set(1)
 

@@ -6,6 +6,9 @@ app is created, before gunicorn forks. ``?proba=true`` answers
 ``{"predictions", "probabilities": [{label: p, ...} per row, in class order], "classes"}``; labels are
 JSON object keys, hence strings, while ``classes`` keeps their JSON type.
 A model that raises becomes :class:`ModelFailure` (500, an error id); the data plane keeps serving.
+Validation runs in the request's own thread; the model call goes through the worker's
+:class:`~gazelle.runtime.predictor.Predictor`, which batches concurrent requests when the bundle
+asks for it (``"batch"`` in gazelle.json; bundles without it batch scikit-learn models only).
 """
 from __future__ import annotations
 
@@ -13,12 +16,15 @@ from dataclasses import dataclass
 from typing import Any, Callable, Mapping
 
 import gazelle
+from gazelle.bundle import batches_by_default
+from gazelle.schema.batching import join
 from gazelle.schema.decoding import decode
 from gazelle.schema.encoding import jsonable
 from gazelle.errors import BadRequest, NotFound, SchemaError
 from gazelle.runtime import codecs
 from gazelle.runtime.codecs import json_type
 from gazelle.runtime.errors import ModelFailure, ModelLoadFailed
+from gazelle.runtime.predictor import Observe, Predictor
 
 PLATFORM = "gazelle"
 
@@ -31,7 +37,8 @@ class Outcome:
 
 
 class DataPlane:
-    def __init__(self, manifest: Mapping[str, Any], model: Any, *, version: int, digest: str) -> None:
+    def __init__(self, manifest: Mapping[str, Any], model: Any, *, version: int, digest: str,
+                 max_batch_rows: int = 512, timeout: float = 60.0, observe: Observe | None = None) -> None:
         self.manifest = manifest
         self.name: str = manifest["name"]
         self.version = version
@@ -54,6 +61,14 @@ class DataPlane:
         self._class_keys = [str(c) for c in self.classes or []]
         self._codec = codecs.input_codec(self.input_schema)
         self._outputs = ["predictions"] + (["probabilities"] if self._proba is not None else [])
+        batch = manifest.get("batch")
+        self.batch: bool = batches_by_default(model, method) if batch is None else bool(batch)
+        schema = self.input_schema
+        self.predictor = Predictor(
+            lambda features: self._call(predict, features),
+            (lambda features: self._call(proba, features)) if proba is not None else None,
+            lambda parts: join(parts, schema), batch=self.batch, max_rows=max_batch_rows,
+            timeout=timeout, observe=observe)
 
     @property
     def has_proba(self) -> bool:
@@ -68,8 +83,7 @@ class DataPlane:
             features = decode(rows, self.input_schema, field)
         except RecursionError:
             raise BadRequest(f"{field} is nested too deeply to be a batch of rows") from None
-        predictions = self._call(self._predict, features)
-        probabilities = self._call(self._proba, features) if proba and self._proba is not None else None
+        predictions, probabilities = self.predictor.submit(features, len(rows), proba)
         return Outcome(predictions, probabilities, len(rows))
 
     def _call(self, fn: Callable[[Any], Any], features: Any) -> list[Any]:
@@ -179,5 +193,6 @@ class DataPlane:
             "sample": m.get("sample"), "pins": m.get("requirements"), "by_value": m.get("by_value"),
             "python": m.get("python"), "platform": m.get("platform"), "serializer": m.get("serializer"),
             "bundle_gazelle": m.get("gazelle"), "runtime_gazelle": gazelle.__version__,
+            "batch": self.batch,
         }
 

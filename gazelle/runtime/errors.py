@@ -24,6 +24,7 @@ _HTTP_TYPES = {
     405: "method_not_allowed", 406: "not_acceptable", 408: "request_timeout", 411: "length_required",
     413: "payload_too_large", 414: "uri_too_long", 415: "unsupported_media_type",
     422: "schema_error", 431: "request_header_fields_too_large", 500: "internal_error",
+    504: "timeout",
 }
 
 
@@ -63,6 +64,18 @@ class ModelFailure(ModelError):
         return body
 
 
+class ModelTimeout(ModelError):
+    """The model did not answer a request within GAZELLE_RUNTIME_TIMEOUT seconds."""
+
+    code = 504
+    type = "timeout"
+
+    def __init__(self, seconds: float) -> None:
+        self.seconds = seconds
+        super().__init__(f"the model did not answer within {seconds:g} s (GAZELLE_RUNTIME_TIMEOUT)",
+                         hint="send fewer rows per request, or raise GAZELLE_RUNTIME_TIMEOUT")
+
+
 def error_answer(err: BaseException, *, request_id: str, method: str,
                  path: str) -> tuple[int, dict[str, Any], list[tuple[str, str]]]:
     """``(status, body, extra headers)`` for any exception; logs the ones that are the server's fault."""
@@ -70,6 +83,9 @@ def error_answer(err: BaseException, *, request_id: str, method: str,
         if isinstance(err, ModelFailure):
             logs.event("model_error", level=logging.ERROR, error_id=err.error_id, request_id=request_id,
                        error=err.error, traceback=err.detail)
+        elif isinstance(err, ModelTimeout):
+            logs.event("request_timeout", level=logging.ERROR, request_id=request_id, method=method,
+                       path=path, seconds=err.seconds)
         elif err.code >= 500:
             logs.event("internal_error", level=logging.ERROR, request_id=request_id, error=describe(err),
                        traceback=err.detail)

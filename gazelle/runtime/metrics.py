@@ -1,4 +1,6 @@
-"""Prometheus metrics of one runtime: requests by route and status, latency, in-flight, model load time.
+"""Prometheus metrics of one runtime: requests by route and status, latency, in-flight, model load time,
+and the size of each model call (``gazelle_batch_requests``, ``gazelle_batch_rows``: 1 when nothing was
+batched) with the batched calls that had to be redone one request at a time.
 
 Under gunicorn every worker is its own process, so ``/metrics`` must add up all of them: the server
 turns on prometheus_client's multiprocess mode (:func:`enable_multiprocess`) with a private directory
@@ -21,6 +23,7 @@ from gazelle.procs import pid_alive
 
 ENV = "PROMETHEUS_MULTIPROC_DIR"
 CONTENT_TYPE = CONTENT_TYPE_PLAIN_0_0_4
+BATCH_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024)
 LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
 
 
@@ -84,6 +87,13 @@ class Metrics:
         self.model_info = Gauge("gazelle_model_info", "The model this runtime serves (always 1).",
                                 ["name", "version", "digest"], registry=self.registry,
                                 multiprocess_mode="max")
+        self.batch_requests = Histogram("gazelle_batch_requests", "Requests answered by one model call.",
+                                        buckets=BATCH_BUCKETS, registry=self.registry)
+        self.batch_rows = Histogram("gazelle_batch_rows", "Rows given to the model in one call.",
+                                    buckets=BATCH_BUCKETS, registry=self.registry)
+        self.batch_fallbacks = Counter("gazelle_batch_fallbacks",
+                                       "Batched calls that failed and were redone one request at a time.",
+                                       registry=self.registry)
         self._requests: dict[tuple[str, str, int], Counter] = {}
         self._latency: dict[str, Histogram] = {}
 
@@ -97,6 +107,12 @@ class Metrics:
         if histogram is None:
             histogram = self._latency[route] = self.latency.labels(route)
         histogram.observe(seconds)
+
+    def observe_batch(self, requests: int, rows: int, fell_back: bool) -> None:
+        self.batch_requests.observe(requests)
+        self.batch_rows.observe(rows)
+        if fell_back:
+            self.batch_fallbacks.inc()
 
     def render(self) -> bytes:
         if self.multiprocess:

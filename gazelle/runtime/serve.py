@@ -9,11 +9,14 @@ cannot load never reaches gunicorn's restart loop. Exit statuses:
     3  the environment differs from the bundle's (strict check); every difference is logged
     4  the model failed to load; the log line has ``"error": "<ExcType>: <message>"`` and the traceback
 
-Workers are gunicorn's sync workers: a prediction is CPU work under the GIL, so one request per
-process at a time is the most predictable choice, the model never sees two threads, and the request
-path is exactly that of a plain Flask app under gunicorn; ``--workers`` sets the parallelism.
-``GAZELLE_RUNTIME_THREADS=N`` (N > 1) switches to gthread workers with N threads each and HTTP
-keep-alive, for thread-safe models that release the GIL or wait on I/O. Metrics add up across workers through a private prometheus_client multiprocess
+Workers are gunicorn's gthread workers with HTTP keep-alive: ``GAZELLE_RUNTIME_THREADS`` request
+threads each read, validate and answer requests, and one predictor thread per worker calls the model
+(:mod:`gazelle.runtime.predictor`), batching the requests that queue while it is busy. The model so
+never sees two threads at once, and ``--workers`` still sets how many model calls run in parallel.
+A request that waits longer than ``GAZELLE_RUNTIME_TIMEOUT`` gets a JSON 504 and its worker restarts
+(gracefully: the other requests it holds finish). On SIGTERM the workers stop accepting and finish
+every request they hold, queued ones included, within ``GAZELLE_RUNTIME_GRACEFUL_TIMEOUT``.
+Metrics add up across workers through a private prometheus_client multiprocess
 directory, created before the fork and removed when the master exits. Logs are JSON lines on stderr,
 gunicorn's own included.
 """
@@ -23,6 +26,7 @@ import argparse
 import gc
 import logging
 import os
+import signal
 from typing import Any
 
 from gunicorn import glogging
@@ -37,11 +41,16 @@ EXIT_UNREADABLE = 2
 EXIT_ENVIRONMENT = 3
 EXIT_MODEL_LOAD = 4
 SOCKET_UMASK = 0o177
-KEEPALIVE_SECONDS = 5  # gthread only: sync workers close every connection
+KEEPALIVE_SECONDS = 5
+WORKER_CLASS = "gthread"
+# gthread workers report to the arbiter from their event loop, which a slow model call does not
+# block; gunicorn's own timeout only catches a wedged loop, so it gets slack beyond the request's.
+HEARTBEAT_SLACK_SECONDS = 30
 
 
-def worker_class(threads: int) -> str:
-    return "gthread" if threads > 1 else "sync"
+def _restart_this_worker() -> None:
+    """A model call that outlived the timeout cannot be interrupted: let gunicorn replace the worker."""
+    os.kill(os.getpid(), signal.SIGTERM)
 
 
 class JsonGunicornLogger(glogging.Logger):
@@ -109,10 +118,11 @@ def _serve(listen: bind.Listen, settings: RuntimeSettings, metrics_dir: str) -> 
         logs.event("model_load_failed", level=logging.ERROR, model=bundle.name, error=err.error,
                    traceback=err.detail)
         return EXIT_MODEL_LOAD
-    kind = worker_class(settings.threads)
+    app.extensions["gazelle.runtime"].predictor.on_timeout = _restart_this_worker
     logs.event("starting", model=bundle.name, version=settings.model_version, digest=bundle.digest,
-               bind=listen.address, workers=listen.workers, worker_class=kind, threads=settings.threads,
-               metrics_dir=metrics_dir)
+               bind=listen.address, workers=listen.workers, worker_class=WORKER_CLASS,
+               threads=settings.threads, batch=app.extensions["gazelle.runtime"].batch,
+               max_batch=settings.max_batch, metrics_dir=metrics_dir)
 
     def when_ready(arbiter: Any) -> None:
         logs.event("ready", model=bundle.name, url=listen.url)
@@ -131,12 +141,12 @@ def _serve(listen: bind.Listen, settings: RuntimeSettings, metrics_dir: str) -> 
         # Applied while gunicorn binds: a unix socket comes out 0600, whatever the caller's umask.
         "umask": SOCKET_UMASK,
         "workers": listen.workers,
-        "worker_class": kind,
+        "worker_class": WORKER_CLASS,
         "threads": settings.threads,
         "keepalive": KEEPALIVE_SECONDS,
         "reuse_port": settings.reuse_port,
         "preload_app": True,
-        "timeout": settings.timeout,
+        "timeout": settings.timeout + HEARTBEAT_SLACK_SECONDS,
         "graceful_timeout": settings.graceful_timeout,
         "accesslog": None,
         "errorlog": "-",

@@ -5,10 +5,12 @@
     GAZELLE_MODEL_VERSION             integer shown in answers and v2 metadata (default 0)
     GAZELLE_MAX_BODY_BYTES            largest request body accepted (default 10 MiB); larger -> 413
     GAZELLE_RUNTIME_ACCESS_LOG        1 (default) or 0: one JSON line per request on stderr
-    GAZELLE_RUNTIME_TIMEOUT           seconds a worker may spend on one request before it is restarted (60)
+    GAZELLE_RUNTIME_TIMEOUT           seconds a request may wait for the model (60); then a JSON 504,
+                                      and the worker restarts
     GAZELLE_RUNTIME_GRACEFUL_TIMEOUT  seconds in-flight requests get to finish on SIGTERM (30)
-    GAZELLE_RUNTIME_THREADS           threads per worker: 1 (default) runs gunicorn's sync workers;
-                                      N > 1 runs gthread workers (keep-alive), for thread-safe models
+    GAZELLE_RUNTIME_THREADS           request threads per worker (16): requests read, validated and
+                                      answered at once per worker; the model sees one call at a time
+    GAZELLE_RUNTIME_MAX_BATCH         most rows joined into one batched model call (512)
     GAZELLE_RUNTIME_REUSE_PORT        0 (default) or 1: bind with SO_REUSEPORT, so that replicas sharing
                                       a host network (pods with hostNetwork on one node) share the port
 
@@ -35,7 +37,8 @@ class RuntimeSettings:
     access_log: bool = True
     timeout: int = 60
     graceful_timeout: int = 30
-    threads: int = 1
+    threads: int = 16
+    max_batch: int = 512
     reuse_port: bool = False
 
     def __post_init__(self) -> None:
@@ -47,7 +50,8 @@ class RuntimeSettings:
         for name, value in (("GAZELLE_MAX_BODY_BYTES", self.max_body_bytes),
                             ("GAZELLE_RUNTIME_TIMEOUT", self.timeout),
                             ("GAZELLE_RUNTIME_GRACEFUL_TIMEOUT", self.graceful_timeout),
-                            ("GAZELLE_RUNTIME_THREADS", self.threads)):
+                            ("GAZELLE_RUNTIME_THREADS", self.threads),
+                            ("GAZELLE_RUNTIME_MAX_BATCH", self.max_batch)):
             if value <= 0:
                 raise ConfigError(f"{name} must be a positive integer, got {value}")
 
@@ -63,6 +67,7 @@ class RuntimeSettings:
             timeout=_int(env, "GAZELLE_RUNTIME_TIMEOUT", defaults.timeout),
             graceful_timeout=_int(env, "GAZELLE_RUNTIME_GRACEFUL_TIMEOUT", defaults.graceful_timeout),
             threads=_int(env, "GAZELLE_RUNTIME_THREADS", defaults.threads),
+            max_batch=_int(env, "GAZELLE_RUNTIME_MAX_BATCH", defaults.max_batch),
             reuse_port=_flag(env, "GAZELLE_RUNTIME_REUSE_PORT", defaults.reuse_port),
         )
 

@@ -101,6 +101,8 @@ def free_port() -> int:
 
 def _env(extra: Mapping[str, str] | None) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith(("GAZELLE_", "PROMETHEUS_"))}
+    # The gazelle of this checkout, not whichever one the environment has installed.
+    env["PYTHONPATH"] = str(REPO)
     env.update(extra or {})
     return env
 

@@ -81,7 +81,7 @@ def test_tar_is_deterministic_and_ordered(packed):
 
 def test_manifest_holds_every_key_and_what_the_model_answered(packed):
     m = packed.manifest
-    assert set(m) == set(bundles.MANIFEST_KEYS)
+    assert set(m) == set(bundles.MANIFEST_KEYS) | set(bundles.OPTIONAL_MANIFEST_KEYS)
     assert m["format"] == 1 and m["name"] == "accounts" and m["gazelle"] == gazelle.__version__
     assert m["serializer"]["name"] == "cloudpickle" and m["serializer"]["protocol"] == 5
     assert m["method"] == "predict" and m["proba"] is True
