@@ -1,6 +1,7 @@
 """``gazelle server --target kubernetes`` end to end: the append builder pushes to the test registry, the
 versions run on the test cluster (host-network mode), the gateway and the stable Service follow the live
-version, a failed deploy leaves the live one serving, a rollback runs no build and no push."""
+version, a failed deploy leaves the live one serving, a rollback runs no build and no push. The restart
+test kills the module's server: it stays last."""
 from __future__ import annotations
 
 import json
@@ -168,31 +169,6 @@ def test_delete_removes_the_models_objects_from_the_cluster(
     assert client.CoreV1Api(kube).list_namespaced_service(k8s_namespace, label_selector=selector).items == []
 
 
-def test_a_restarted_server_serves_again_after_a_pod_was_deleted_and_its_store_matches_the_cluster(
-        server: ServerProcess, server_env: dict[str, str], kube: Any, k8s_namespace: str) -> None:
-    from kubernetes import client
-
-    name = "restarts"
-    job = server.deploy(name, bundle(lengths, name))
-    assert job["status"] == "succeeded", json.dumps(job, indent=1)
-    server.kill()
-    core = client.CoreV1Api(kube)
-    selector = f"gazelle.dev/model={name},gazelle.dev/version=1"
-    (pod,) = core.list_namespaced_pod(k8s_namespace, label_selector=selector).items
-    core.delete_namespaced_pod(pod.metadata.name, k8s_namespace, grace_period_seconds=0)
-    again = start_server(server.data_dir, env=server_env)
-    try:
-        wait_for(lambda: again.predict(f"/m/{name}/predict", ["abcd"]).status_code == 200,
-                 "the gateway serving the restored version", timeout=150)
-        assert again.predict(f"/m/{name}/predict", ["abcd"]).json()["predictions"] == [4]
-        model = again.model(name)
-        assert model["live_version"] == 1, model
-        pods = core.list_namespaced_pod(k8s_namespace, label_selector=selector).items
-        assert [p.metadata.name for p in pods if p.metadata.deletion_timestamp is None] != [pod.metadata.name]
-    finally:
-        again.terminate()
-
-
 def test_the_account_suggestion_model_from_the_python_api_runs_two_replicas_with_a_budget(
         server: ServerProcess, kube: Any, k8s_namespace: str) -> None:
     """The notebook's flagship model through ``gazelle.deploy``: scikit-learn and its pins in the image,
@@ -221,3 +197,28 @@ def test_the_account_suggestion_model_from_the_python_api_runs_two_replicas_with
     # policy/v1beta1 on the 1.20 test cluster: the current typed client no longer has it
     budgets = DynamicClient(kube).resources.get(api_version="policy/v1beta1", kind="PodDisruptionBudget")
     assert budgets.get(name=name, namespace=k8s_namespace).spec.maxUnavailable == 1
+
+
+def test_a_restarted_server_serves_again_after_a_pod_was_deleted_and_its_store_matches_the_cluster(
+        server: ServerProcess, server_env: dict[str, str], kube: Any, k8s_namespace: str) -> None:
+    from kubernetes import client
+
+    name = "restarts"
+    job = server.deploy(name, bundle(lengths, name))
+    assert job["status"] == "succeeded", json.dumps(job, indent=1)
+    server.kill()
+    core = client.CoreV1Api(kube)
+    selector = f"gazelle.dev/model={name},gazelle.dev/version=1"
+    (pod,) = core.list_namespaced_pod(k8s_namespace, label_selector=selector).items
+    core.delete_namespaced_pod(pod.metadata.name, k8s_namespace, grace_period_seconds=0)
+    again = start_server(server.data_dir, env=server_env)
+    try:
+        wait_for(lambda: again.predict(f"/m/{name}/predict", ["abcd"]).status_code == 200,
+                 "the gateway serving the restored version", timeout=150)
+        assert again.predict(f"/m/{name}/predict", ["abcd"]).json()["predictions"] == [4]
+        model = again.model(name)
+        assert model["live_version"] == 1, model
+        pods = core.list_namespaced_pod(k8s_namespace, label_selector=selector).items
+        assert [p.metadata.name for p in pods if p.metadata.deletion_timestamp is None] != [pod.metadata.name]
+    finally:
+        again.terminate()
