@@ -15,6 +15,9 @@ Host-network mode (clusters without pod networking): each version listens on its
 node. The pods declare no container ports there, since the API server would turn them into host
 ports and the scheduler would then refuse a second replica on the same node; instead the runtime
 binds with ``SO_REUSEPORT`` (``GAZELLE_RUNTIME_REUSE_PORT``) so replicas on one node share the port.
+Limit of that mode: the kernel spreads connections over whichever replicas already listen, so a probe
+of a replica still loading its model can be answered by a sibling on the same node (it counts as ready
+early; traffic still reaches only the replicas that listen).
 
 API versions that differ across clusters (HPA, PDB) come in as ``ApiVersions``, found by discovery.
 """
