@@ -42,6 +42,11 @@ def timed_deploy(model: Any, sample: list[str], name: str, pins: list[str], serv
     start = time.perf_counter()
     with redirect_stdout(sys.stderr):
         ep = gazelle.deploy(model, name, sample=sample, requirements=pins, server=server.url, token=server.token)
+    return until_correct(start, ep, name)
+
+
+def until_correct(start: float, ep: Any, name: str) -> float:
+    """Seconds since ``start`` once ``ep`` predicts the expected account for the example."""
     deadline = start + 600
     while str(ep.predict([EXAMPLE])[0]) != EXPECTED:
         if time.perf_counter() > deadline:

@@ -59,7 +59,7 @@ mypy_rc=$?
 lap mypy "$t"
 
 t=$(date +%s.%N)
-"$PY" -m pytest -p no:cacheprovider tests/unit tests/integration tests/e2e < /dev/null
+"$PY" -m pytest -p no:cacheprovider --durations=25 tests/unit tests/integration tests/e2e < /dev/null
 pytest_rc=$?
 lap pytest "$t"
 # 5 = no tests collected: not a failure while a tier is still empty

@@ -144,6 +144,7 @@ def _serve(listen: bind.Listen, settings: RuntimeSettings, metrics_dir: str) -> 
         "worker_class": WORKER_CLASS,
         "threads": settings.threads,
         "keepalive": KEEPALIVE_SECONDS,
+        "reuse_port": settings.reuse_port,
         "preload_app": True,
         "timeout": settings.timeout + HEARTBEAT_SLACK_SECONDS,
         "graceful_timeout": settings.graceful_timeout,

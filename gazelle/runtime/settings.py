@@ -11,6 +11,8 @@
     GAZELLE_RUNTIME_THREADS           request threads per worker (16): requests read, validated and
                                       answered at once per worker; the model sees one call at a time
     GAZELLE_RUNTIME_MAX_BATCH         most rows joined into one batched model call (512)
+    GAZELLE_RUNTIME_REUSE_PORT        0 (default) or 1: bind with SO_REUSEPORT, so that replicas sharing
+                                      a host network (pods with hostNetwork on one node) share the port
 
 A value that cannot work raises :class:`gazelle.errors.ConfigError` naming the variable.
 """
@@ -38,6 +40,7 @@ class RuntimeSettings:
     graceful_timeout: int = 30
     threads: int = 16
     max_batch: int = 512
+    reuse_port: bool = False
 
     def __post_init__(self) -> None:
         if self.env_check not in ENV_CHECK_MODES:
@@ -66,6 +69,7 @@ class RuntimeSettings:
             graceful_timeout=_int(env, "GAZELLE_RUNTIME_GRACEFUL_TIMEOUT", defaults.graceful_timeout),
             threads=_int(env, "GAZELLE_RUNTIME_THREADS", defaults.threads),
             max_batch=_int(env, "GAZELLE_RUNTIME_MAX_BATCH", defaults.max_batch),
+            reuse_port=_flag(env, "GAZELLE_RUNTIME_REUSE_PORT", defaults.reuse_port),
         )
 
     def replace(self, **changes: object) -> RuntimeSettings:

@@ -73,7 +73,7 @@ def _resources() -> dict[str, Any] | None:
         return None
     try:
         value = json.loads(raw)
-    except ValueError:
+    except (ValueError, RecursionError):   # nesting deep enough to exhaust the parser is no JSON we take
         raise BadRequest("resources: expected JSON such as {\"memory\": \"1Gi\"}") from None
     Resources.of(value)   # raises BadRequest naming the field
     return dict(value) if value else None

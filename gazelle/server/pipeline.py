@@ -34,7 +34,7 @@ from gazelle.server.events import EventHub
 from gazelle.server.jobs import JobRecorder, RESTART_MESSAGE
 from gazelle.server.routes import RouteTable
 from gazelle.server.store import ACTIVE, JobRow, Store, VersionRow
-from gazelle.server.targets import Log, Release, Running, Target
+from gazelle.server.targets import Log, Release, Running, Switching, Target
 
 log = logging.getLogger("gazelle.server")
 
@@ -202,6 +202,8 @@ class Pipeline:
                 else:
                     rec.done("sanity", verdict)
             with self._stage(rec, "live"):
+                if isinstance(self.target, Switching):
+                    self.target.switch(name, number)
                 previous = self.store.switch_live(name, number)
                 self.routes.invalidate(name)
                 rec.done("live", f"version {number} is live at {self.base_url}/m/{name}"

@@ -12,6 +12,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import re
 from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any, Mapping
@@ -38,6 +39,14 @@ class Settings:
     registry_insecure: tuple[str, ...] = ()   # host[:port] spoken to over http (loopback always is)
     database_url: str | None = None        # None: sqlite:///{data_dir}/gazelle.db
     k8s_namespace: str = "gazelle-models"
+    k8s_host_network: bool = False         # each version on the node's network, on its own port
+    k8s_keep_versions: int = 3             # replaced versions kept at zero replicas for a rollback
+    k8s_image_pull_secrets: tuple[str, ...] = ()
+    k8s_env_secrets: tuple[str, ...] = ()  # Secrets whose keys become every runtime's environment
+    k8s_ingress_host: str | None = None    # "{name}.models.example.com": an Ingress per model
+    k8s_ingress_class: str | None = None
+    k8s_hpa_max_replicas: int = 0          # > 0: a CPU autoscaler from replicas up to this
+    k8s_ready_timeout: float = 600.0       # seconds a version may take to become ready
     base_images: Mapping[str, str] = field(default_factory=dict)
     docker_apt_packages: tuple[str, ...] = ()   # Debian packages the docker builder installs
     docker_network: str = "host"           # docker target: host (a port per version) or bridge
@@ -63,6 +72,13 @@ class Settings:
             raise ConfigError(f"workers must be at least 1, got {self.workers}")
         if self.threads < 2:
             raise ConfigError(f"threads must be at least 2, got {self.threads}")
+        if self.k8s_keep_versions < 0:
+            raise ConfigError(f"GAZELLE_K8S_KEEP_VERSIONS must be 0 or more, got {self.k8s_keep_versions}")
+        if self.k8s_hpa_max_replicas < 0:
+            raise ConfigError(f"GAZELLE_K8S_HPA_MAX_REPLICAS must be 0 or more, got {self.k8s_hpa_max_replicas}")
+        if self.k8s_ingress_host is not None and "{name}" not in self.k8s_ingress_host:
+            raise ConfigError(f"GAZELLE_K8S_INGRESS_HOST must contain {{name}} (the model's name), "
+                              f"e.g. {{name}}.models.example.com; got {self.k8s_ingress_host!r}")
         if self.max_bundle_bytes < 1024:
             raise ConfigError(f"max_bundle_bytes must be at least 1024, got {self.max_bundle_bytes}")
 
@@ -174,6 +190,16 @@ def _hosts(variable: str, raw: str) -> tuple[str, ...]:
     return tuple(h.strip() for h in raw.split(",") if h.strip())
 
 
+def _object_names(variable: str, raw: str) -> tuple[str, ...]:
+    """A comma-separated list of Kubernetes object names (DNS-1123 subdomains)."""
+    names = tuple(n.strip() for n in raw.split(",") if n.strip())
+    for name in names:
+        if not re.match(r"^[a-z0-9]([-a-z0-9.]{0,251}[a-z0-9])?$", name):
+            raise ConfigError(f"{variable}: {name!r} is not a Kubernetes object name "
+                              "(lowercase letters, digits, '-' and '.')")
+    return names
+
+
 def _stage_delay(variable: str, raw: str) -> dict[str, float]:
     """``build=5,slow:deploy=1``: seconds to sleep inside those stages (of every model, or of model
     ``slow``), for tests of restarts and queues. Never set it in production."""
@@ -200,6 +226,14 @@ _ENV: dict[str, tuple[str, Any]] = {
     "registry_insecure": ("GAZELLE_REGISTRY_INSECURE", _hosts),
     "database_url": ("GAZELLE_DATABASE_URL", _str),
     "k8s_namespace": ("GAZELLE_K8S_NAMESPACE", _str),
+    "k8s_host_network": ("GAZELLE_K8S_HOST_NETWORK", _bool),
+    "k8s_keep_versions": ("GAZELLE_K8S_KEEP_VERSIONS", _int),
+    "k8s_image_pull_secrets": ("GAZELLE_K8S_IMAGE_PULL_SECRETS", _object_names),
+    "k8s_env_secrets": ("GAZELLE_K8S_ENV_SECRETS", _object_names),
+    "k8s_ingress_host": ("GAZELLE_K8S_INGRESS_HOST", _str),
+    "k8s_ingress_class": ("GAZELLE_K8S_INGRESS_CLASS", _str),
+    "k8s_hpa_max_replicas": ("GAZELLE_K8S_HPA_MAX_REPLICAS", _int),
+    "k8s_ready_timeout": ("GAZELLE_K8S_READY_TIMEOUT", _float),
     "base_images": ("GAZELLE_BASE_IMAGES", _json_map),
     "docker_apt_packages": ("GAZELLE_DOCKER_APT_PACKAGES", _apt_packages),
     "docker_network": ("GAZELLE_DOCKER_NETWORK", _str),

@@ -16,10 +16,10 @@ import logging
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Callable
 
+from gazelle.choices import DEFAULT_BUILDER, PAIRS, TARGETS
 from gazelle.errors import ConfigError
 from gazelle.server.builders import Builder
 from gazelle.server.pipeline import Publish
-from gazelle.choices import DEFAULT_BUILDER, PAIRS, TARGETS
 from gazelle.server.settings import Settings
 from gazelle.server.targets import Target
 
@@ -29,8 +29,6 @@ if TYPE_CHECKING:
     from gazelle.server.registry.keychain import Keychain
 
 log = logging.getLogger("gazelle.server")
-
-AVAILABLE_TARGETS = ("local", "docker")
 
 
 @dataclass(frozen=True)
@@ -61,11 +59,10 @@ def build(settings: Settings) -> Wiring:
     if builder_name not in PAIRS[target_name]:
         raise ConfigError(f"the {target_name} target cannot run what the {builder_name} builder makes; "
                           f"valid builders for it: {', '.join(PAIRS[target_name])}")
-    if target_name not in AVAILABLE_TARGETS:
-        raise ConfigError(f"the {target_name} target is not available in this version of gazelle; "
-                          f"valid targets: {', '.join(AVAILABLE_TARGETS)}")
     if target_name == "docker":
         return _docker(settings, builder_name)
+    if target_name == "kubernetes":
+        return _kubernetes(settings, builder_name)
     if settings.registry:
         log.warning("the local target pushes nothing: the registry %s is not used", settings.registry)
     from gazelle.server.builders.venv import VenvBuilder
@@ -123,6 +120,29 @@ def _keychain(settings: Settings) -> "Keychain":
     from gazelle.server.registry.keychain import default_keychain
 
     return default_keychain(settings.registry, settings.registry_user, settings.registry_password)
+
+
+def _kubernetes(settings: Settings, builder_name: str) -> Wiring:
+    """The builder's image is pushed to the registry; KubernetesTarget runs the digest in the namespace.
+
+    The cluster comes from ``KUBECONFIG`` (or ``~/.kube/config``), else the in-cluster service account.
+    """
+    if not settings.registry:
+        raise ConfigError("the kubernetes target runs images from a registry: set GAZELLE_REGISTRY "
+                          "(--registry HOST[:PORT]/PREFIX)")
+    from gazelle.server.targets import _k8s_objects
+    from gazelle.server.targets.kubernetes import KubernetesTarget
+
+    builder: Builder
+    builder, publish = append_builder(settings) if builder_name == "append" else docker_builder(settings)
+    options = _k8s_objects.Options(
+        namespace=settings.k8s_namespace, host_network=settings.k8s_host_network,
+        image_pull_secrets=settings.k8s_image_pull_secrets, env_secrets=settings.k8s_env_secrets,
+        ingress_host=settings.k8s_ingress_host, ingress_class=settings.k8s_ingress_class,
+        hpa_max_replicas=settings.k8s_hpa_max_replicas, termination_grace=max(1, int(settings.stop_grace)))
+    target = KubernetesTarget(options, keep_versions=settings.k8s_keep_versions,
+                              ready_timeout=settings.k8s_ready_timeout)
+    return Wiring(builder=builder, target=target, publish=publish)
 
 
 def secrets_of(settings: Settings) -> tuple[str, ...]:

@@ -6,6 +6,7 @@ dependency stage.
 """
 from __future__ import annotations
 
+import os
 import socket
 import uuid
 from pathlib import Path
@@ -49,3 +50,14 @@ class Lines(list):
 
     def __call__(self, line: str) -> None:
         self.append(line)
+
+
+def data_dir_sharing_layers(data_dir: Path) -> Path:
+    """``data_dir`` whose ``cache`` is the test environment's: dependency layers outlive the run (like
+    the Kubernetes binaries), so a warm run of a model with real pins does no pip."""
+    shared = Path(os.environ.get("GAZELLE_TESTENV_CACHE", "/var/cache/gazelle-testenv")) / "append-layers"
+    if shared.parent.is_dir() and os.access(shared.parent, os.W_OK):
+        shared.mkdir(exist_ok=True)
+        data_dir.mkdir(parents=True)
+        (data_dir / "cache").symlink_to(shared, target_is_directory=True)
+    return data_dir

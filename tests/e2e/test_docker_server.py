@@ -5,13 +5,12 @@ answers. After the server is killed, the next one adopts the same container."""
 from __future__ import annotations
 
 import json
-import os
 from pathlib import Path
 from typing import Any, Iterator
 
 import pytest
 
-from tests.e2e._docker import SAMPLE, Shout, unique
+from tests.e2e._docker import SAMPLE, Shout, data_dir_sharing_layers, unique
 from tests.integration._server import ServerProcess, start_server
 
 pytestmark = pytest.mark.e2e
@@ -79,14 +78,7 @@ def test_the_account_suggestion_model_serves_from_the_docker_target_through_the_
     from gazelle.bundle import pack
     from tests.integration._runtime import TRAVEL, accounts_model
 
-    data_dir = tmp_path / "data"
-    shared = Path(os.environ.get("GAZELLE_TESTENV_CACHE", "/var/cache/gazelle-testenv")) / "append-layers"
-    if shared.parent.is_dir() and os.access(shared.parent, os.W_OK):
-        # Dependency layers outlive the run (like the Kubernetes binaries): a warm run does no pip.
-        shared.mkdir(exist_ok=True)
-        data_dir.mkdir(parents=True)
-        (data_dir / "cache").symlink_to(shared, target_is_directory=True)
-    server = start_server(data_dir, env=docker_env)
+    server = start_server(data_dir_sharing_layers(tmp_path / "data"), env=docker_env)
     try:
         data = pack(accounts_model(), name=model_name, sample=["taxi to the airport", "hotel in Berlin"]).data
         job = server.deploy(model_name, data)

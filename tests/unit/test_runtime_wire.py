@@ -118,6 +118,8 @@ def test_settings_defaults_and_environment_values():
                                          "GAZELLE_MAX_BODY_BYTES": "2048", "GAZELLE_RUNTIME_ACCESS_LOG": "0"})
     assert (settings.env_check, settings.model_version, settings.max_body_bytes, settings.access_log) == (
         "warn", 7, 2048, False)
+    assert RuntimeSettings().reuse_port is False
+    assert RuntimeSettings.from_env({"GAZELLE_RUNTIME_REUSE_PORT": "1"}).reuse_port is True
 
 
 @pytest.mark.parametrize("env, name", [
@@ -125,6 +127,7 @@ def test_settings_defaults_and_environment_values():
     ({"GAZELLE_MODEL_VERSION": "v3"}, "GAZELLE_MODEL_VERSION"),
     ({"GAZELLE_MAX_BODY_BYTES": "0"}, "GAZELLE_MAX_BODY_BYTES"),
     ({"GAZELLE_RUNTIME_ACCESS_LOG": "sometimes"}, "GAZELLE_RUNTIME_ACCESS_LOG"),
+    ({"GAZELLE_RUNTIME_REUSE_PORT": "sometimes"}, "GAZELLE_RUNTIME_REUSE_PORT"),
 ])
 def test_settings_that_cannot_work_name_their_variable(env, name):
     with pytest.raises(ConfigError, match=name):

@@ -146,7 +146,11 @@ def test_bundle_over_the_limit_answers_413(tmp_path: object) -> None:
 
 
 @pytest.mark.parametrize("query, field", [("?public=maybe", "public"), ("?replicas=0", "replicas"),
-                                          ("?replicas=lots", "replicas")])
+                                          ("?replicas=lots", "replicas"), ("?resources=%7B", "resources"),
+                                          ("?resources=" + "%5B" * 100_000, "resources"),
+                                          ('?resources={"cpu":"lots"}', "resources.cpu"),
+                                          ('?resources={"requests":{"memory":"2Gi"},"limits":{"memory":"1Gi"}}',
+                                           "resources.limits.memory")])
 def test_bad_query_parameters_answer_400_naming_them(server: Server, query: str, field: str) -> None:
     answer = server.upload("lens", bundle_bytes("lens"), query=query)
     assert answer.status_code == 400 and _error(answer)["message"].startswith(field)

@@ -78,5 +78,34 @@ def test_local_target_is_wired_to_the_venv_builder(tmp_path: Path) -> None:
 def test_impossible_pairings_and_unavailable_targets_name_the_valid_choices(tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match="valid builders for it: venv"):
         wiring.build(Settings(data_dir=tmp_path, builder="docker"))
-    with pytest.raises(ConfigError, match="valid targets: local"):
+    with pytest.raises(ConfigError, match="set GAZELLE_REGISTRY"):
         wiring.build(Settings(data_dir=tmp_path, target="kubernetes"))
+
+
+def test_kubernetes_target_is_wired_from_the_k8s_settings_without_io(tmp_path: Path) -> None:
+    from gazelle.server.builders.append import AppendBuilder
+    from gazelle.server.targets.kubernetes import KubernetesTarget
+
+    settings = Settings.from_env({"GAZELLE_TARGET": "kubernetes", "GAZELLE_REGISTRY": "127.0.0.1:5000/models",
+                                  "GAZELLE_K8S_NAMESPACE": "models", "GAZELLE_K8S_HOST_NETWORK": "true",
+                                  "GAZELLE_K8S_KEEP_VERSIONS": "5", "GAZELLE_K8S_IMAGE_PULL_SECRETS": "regcred",
+                                  "GAZELLE_K8S_INGRESS_HOST": "{name}.models.example.com"}, data_dir=tmp_path)
+    wired = wiring.build(settings)
+    assert isinstance(wired.builder, AppendBuilder) and isinstance(wired.target, KubernetesTarget)
+    assert wired.publish is not None
+    options = wired.target.options
+    assert (options.namespace, options.host_network, options.image_pull_secrets) == ("models", True, ("regcred",))
+    assert options.ingress_host == "{name}.models.example.com" and wired.target.keep_versions == 5
+    assert list(tmp_path.iterdir()) == [], "wiring must do no I/O"
+
+
+@pytest.mark.parametrize("variable, value, message", [
+    ("GAZELLE_K8S_HOST_NETWORK", "maybe", "GAZELLE_K8S_HOST_NETWORK must be true or false"),
+    ("GAZELLE_K8S_KEEP_VERSIONS", "-1", "GAZELLE_K8S_KEEP_VERSIONS must be 0 or more"),
+    ("GAZELLE_K8S_INGRESS_HOST", "models.example.com", "GAZELLE_K8S_INGRESS_HOST must contain {name}"),
+    ("GAZELLE_K8S_ENV_SECRETS", "ok,Not_A_Name", "GAZELLE_K8S_ENV_SECRETS: 'Not_A_Name' is not"),
+])
+def test_bad_k8s_settings_name_the_variable(variable: str, value: str, message: str) -> None:
+    with pytest.raises(ConfigError) as refused:
+        Settings.from_env({variable: value})
+    assert str(refused.value).startswith(message)

@@ -3,6 +3,7 @@ tests against PostgreSQL by providing its own ``store`` fixture."""
 from __future__ import annotations
 
 import threading
+from pathlib import Path
 
 from gazelle.server.store import Store
 from tests.unit._server import store  # noqa: F401  (fixture)
@@ -147,3 +148,30 @@ def test_a_tokens_table_from_before_revocation_gains_the_new_columns(store: Stor
     assert {"last_used", "revoked"} <= columns
     row = store.add_token("after", "admin", "e" * 64)
     assert store.revoke_token(row.id) is not None and store.tokens() == []
+
+
+def test_resources_are_kept_as_given_and_can_be_changed(store: Store) -> None:
+    row, _ = store.add_version("lens", "sha256:res", MANIFEST, public=False, replicas=1,
+                               resources={"cpu": "500m", "memory": "1Gi"})
+    assert store.version("lens", row.version).resources == {"cpu": "500m", "memory": "1Gi"}  # type: ignore[union-attr]
+    store.update_version("lens", row.version, resources=None)
+    assert store.version("lens", row.version).resources is None  # type: ignore[union-attr]
+
+
+def test_a_versions_table_from_before_resources_gains_the_column(tmp_path: Path) -> None:
+    import sqlite3
+
+    path = tmp_path / "old.db"
+    with sqlite3.connect(path) as db:
+        db.execute("CREATE TABLE versions (model VARCHAR(64) NOT NULL, version INTEGER NOT NULL, "
+                   "digest VARCHAR(80) NOT NULL, status VARCHAR(16) NOT NULL, ref TEXT, url TEXT, "
+                   "manifest TEXT NOT NULL, public BOOLEAN NOT NULL, replicas INTEGER NOT NULL, "
+                   "created FLOAT NOT NULL, updated FLOAT NOT NULL, PRIMARY KEY (model, version))")
+        db.execute("INSERT INTO versions VALUES ('lens', 1, 'sha256:old', 'live', NULL, NULL, '{}', 0, 1, 1.0, 1.0)")
+    old = Store(f"sqlite:///{path}")
+    try:
+        old.create_schema()
+        row = old.version("lens", 1)
+        assert row is not None and row.resources is None and row.digest == "sha256:old"
+    finally:
+        old.close()

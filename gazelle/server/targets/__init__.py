@@ -12,7 +12,7 @@ killed server leaves them for the next one to adopt; a cluster's versions never 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any, Callable, Mapping, Protocol
+from typing import Any, Callable, Mapping, Protocol, runtime_checkable
 
 from gazelle.server.artifacts import Artifact
 
@@ -79,4 +79,14 @@ class Target(Protocol):
 
     def close(self) -> None:
         """Release clients and threads; every version keeps running."""
+        ...
+
+
+@runtime_checkable
+class Switching(Protocol):
+    """A target that routes traffic of its own besides the gateway's (the kubernetes target's stable
+    Service and Ingress): the live stage calls ``switch`` right after the sanity check passed."""
+
+    def switch(self, name: str, version: int) -> None:
+        """Send the target's own per-model traffic to ``version``."""
         ...

@@ -1,0 +1,163 @@
+"""Watching one version's rollout until its pods are ready, or until a failure that explains itself.
+
+Read from the pods' own status, polled (a watch would hold a connection per deploy for little gain):
+
+- unschedulable (``PodScheduled`` false): the scheduler's message ("0/1 nodes are available: 1
+  Insufficient memory.");
+- ``ErrImagePull`` / ``ImagePullBackOff`` / ``InvalidImageName``: the registry's message, via the kubelet;
+- a container that exited before the version was ready (the model raised while loading, an environment
+  mismatch, a crash loop, the OOM killer): the sentence ``_logs.exit_cause`` reads from its last lines;
+- ``CreateContainerConfigError`` (a missing Secret the environment refers to);
+- the Deployment's progress deadline, and the target's own ready timeout (probes that never pass).
+
+Each is a ``TargetError`` whose ``detail`` holds the pods' events and the container's last log lines.
+Progress (scheduled, pulling, started, ready 1/2) goes to ``log``, each line once.
+"""
+from __future__ import annotations
+
+import time
+from typing import Any, Callable
+
+from gazelle.errors import TargetError
+from gazelle.server.targets import Log
+from gazelle.server.targets import _logs
+
+POLL_SECONDS = 0.5
+_PULL_FAILURES = ("ErrImagePull", "ImagePullBackOff", "InvalidImageName", "ErrImageNeverPull")
+_CONFIG_FAILURES = ("CreateContainerConfigError", "CreateContainerError")
+_TAIL = 40
+
+
+class Rollout:
+    """One watch: ``wait()`` returns once ``replicas`` pods of the Deployment are ready."""
+
+    def __init__(self, core: Any, apps: Any, namespace: str, deployment: str, label_selector: str,
+                 replicas: int, log: Log, *, timeout: float, subject: str) -> None:
+        self.core, self.apps = core, apps
+        self.namespace, self.deployment, self.selector = namespace, deployment, label_selector
+        self.replicas, self.log, self.timeout, self.subject = replicas, log, timeout, subject
+        self._said: set[str] = set()
+
+    def wait(self) -> list[str]:
+        """The names of the ready pods, once there are ``replicas`` of them."""
+        deadline = time.monotonic() + self.timeout
+        owner = self.apps.read_namespaced_deployment(self.deployment, self.namespace).metadata.uid
+        while True:
+            pods = self._pods(owner)
+            for pod in pods:
+                self._check(pod)
+            ready = [pod.metadata.name for pod in pods if _ready(pod)]
+            if ready:
+                self._say(f"ready {min(len(ready), self.replicas)}/{self.replicas}")
+            if len(ready) >= self.replicas:
+                return ready
+            self._check_deadline()
+            if time.monotonic() > deadline:
+                raise self._failure(f"{self.subject} was not ready after {self.timeout:g}s "
+                                    f"({len(ready)}/{self.replicas} pods ready)", pods)
+            time.sleep(POLL_SECONDS)
+
+    def _pods(self, owner: str) -> list[Any]:
+        """This Deployment's pods that are not on their way out: pods of a Deployment of the same name
+        deleted a moment ago, or of a scale-down just before a rollback scaled up again, tell nothing."""
+        sets = self.apps.list_namespaced_replica_set(self.namespace, label_selector=self.selector).items
+        mine = {rs.metadata.uid for rs in sets if any(o.uid == owner for o in rs.metadata.owner_references or [])}
+        pods = self.core.list_namespaced_pod(self.namespace, label_selector=self.selector).items
+        return [pod for pod in pods if pod.metadata.deletion_timestamp is None
+                and any(o.uid in mine for o in pod.metadata.owner_references or [])]
+
+    def _say(self, line: str) -> None:
+        if line not in self._said:
+            self._said.add(line)
+            self.log(line)
+
+    def _check(self, pod: Any) -> None:
+        name = pod.metadata.name
+        for condition in pod.status.conditions or []:
+            if condition.type == "PodScheduled":
+                if condition.status == "True":
+                    self._say(f"pod {name} scheduled on {pod.spec.node_name}")
+                elif condition.reason == "Unschedulable":
+                    raise self._failure(f"no node can run {self.subject}: {condition.message}", [pod])
+        for status in pod.status.container_statuses or []:
+            waiting = status.state.waiting if status.state else None
+            if waiting is not None and waiting.reason in _PULL_FAILURES:
+                raise self._failure(f"the image of {self.subject} cannot be pulled: "
+                                    f"{waiting.message or waiting.reason}", [pod])
+            if waiting is not None and waiting.reason in _CONFIG_FAILURES:
+                raise self._failure(f"{self.subject} cannot start its container: "
+                                    f"{waiting.message or waiting.reason}", [pod])
+            if waiting is not None and waiting.reason == "ContainerCreating":
+                self._say(f"pod {name}: pulling the image and creating the container")
+            if status.state and status.state.running is not None:
+                self._say(f"pod {name}: started, loading the model")
+            ended = (status.state.terminated if status.state else None) or (
+                status.last_state.terminated if status.last_state else None)
+            if ended is not None and not status.ready:
+                raise self._exited(pod, status, ended)
+
+    def _exited(self, pod: Any, status: Any, ended: Any) -> TargetError:
+        previous = status.state.terminated is None   # already restarted: the log of the run that ended
+        lines = self._pod_log(pod.metadata.name, previous=previous)
+        if ended.reason == "OOMKilled":
+            limits = [(c.resources.limits or {}).get("memory") for c in pod.spec.containers
+                      if c.name == status.name and c.resources is not None]
+            limit = f" ({limits[0]})" if limits and limits[0] else ""
+            cause = (f"the runtime was killed for using more memory than its limit{limit}; "
+                     "deploy it with more memory (resources={'memory': ...})")
+        else:
+            cause = _logs.exit_cause(int(ended.exit_code), lines)
+        return self._failure(f"{self.subject} exited while starting: {cause}", [pod], lines)
+
+    def _check_deadline(self) -> None:
+        status = self.apps.read_namespaced_deployment_status(self.deployment, self.namespace).status
+        for condition in status.conditions or []:
+            if condition.type == "Progressing" and condition.reason == "ProgressDeadlineExceeded":
+                pods = self.core.list_namespaced_pod(self.namespace, label_selector=self.selector).items
+                raise self._failure(f"{self.subject} made no progress before its deadline: {condition.message}",
+                                    pods)
+
+    def _pod_log(self, pod: str, *, previous: bool) -> list[str]:
+        try:
+            text = self.core.read_namespaced_pod_log(pod, self.namespace, tail_lines=_TAIL, previous=previous)
+        except Exception:   # the container may be gone already; the events still explain
+            return []
+        return str(text).splitlines()
+
+    def _failure(self, message: str, pods: list[Any], lines: list[str] | None = None) -> TargetError:
+        events = pod_events(self.core, self.namespace, [p.metadata.name for p in pods])
+        detail = ["events:", *events] if events else []
+        if lines:
+            detail += ["last log lines:", *lines[-_TAIL:]]
+        return TargetError(message, detail="\n".join(detail) or None)
+
+
+def _ready(pod: Any) -> bool:
+    return any(c.type == "Ready" and c.status == "True" for c in pod.status.conditions or [])
+
+
+def pod_events(core: Any, namespace: str, pods: list[str]) -> list[str]:
+    """``Reason: message`` of each pod's events, oldest first."""
+    out: list[tuple[Any, str]] = []
+    for pod in pods:
+        try:
+            events = core.list_namespaced_event(namespace, field_selector=f"involvedObject.name={pod}").items
+        except Exception:   # events are the explanation's extra, never the reason to fail differently
+            continue
+        for event in events:
+            when = event.last_timestamp or event.event_time or event.metadata.creation_timestamp
+            out.append((when, f"{pod}: {event.reason}: {event.message}"))
+    out.sort(key=lambda item: (item[0] is None, item[0] or 0))
+    return [line for _, line in out]
+
+
+def wait_until(condition: Callable[[], Any], timeout: float, what: str) -> Any:
+    """Poll ``condition`` until it returns something truthy; TargetError naming ``what`` after ``timeout``."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = condition()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise TargetError(f"{what} after {timeout:g}s")
+        time.sleep(POLL_SECONDS)
