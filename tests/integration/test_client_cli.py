@@ -38,7 +38,7 @@ def test_cli_deploys_a_saved_bundle_and_predicts_through_the_gateway(server, tmp
     assert "[sanity] done in" in done.stdout
     assert f"live: {server.url}/m/cli-lengths (version 1)" in lines
     assert f"try it: {server.url}/m/cli-lengths/" in lines
-    assert '-H "Authorization: Bearer $GAZELLE_TOKEN"' in done.stdout
+    assert '"$GAZELLE_TOKEN" | curl -X POST' in done.stdout and "-H @-" in done.stdout   # the token on stdin
     assert server.token not in done.stdout + done.stderr
 
     answer = json.loads(gazelle_cli(server, "predict", "cli-lengths", '{"instances": ["abc", ""]}').stdout)
