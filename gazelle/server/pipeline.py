@@ -98,6 +98,12 @@ def save_bundle(bundles_dir: Path, source: bytes | IO[bytes], *, limit: int | No
 Publish = Callable[[Any, str, int, Log], ImageRef]
 
 
+def _release(version: VersionRow, artifact: Artifact, manifest: Mapping[str, Any]) -> Release:
+    """What a target runs for a stored version: its artifact, with the settings it was deployed with."""
+    return Release(name=version.model, version=version.version, artifact=artifact, manifest=manifest,
+                   public=version.public, replicas=version.replicas, resources=version.resources)
+
+
 class StageFailed(Exception):
     def __init__(self, stage: str, message: str, logs: Sequence[str] = ()) -> None:
         super().__init__(message)
@@ -190,8 +196,7 @@ class Pipeline:
             self.store.update_version(name, number, artifact=artifact)
             with self._stage(rec, "deploy"):
                 started = True
-                release = Release(name=name, version=number, artifact=artifact, manifest=manifest,
-                                  public=version.public, replicas=version.replicas, resources=version.resources)
+                release = _release(version, artifact, manifest)
                 running = self.target.deploy(release, rec.log)
                 self.store.update_version(name, number, url=running.url)
                 rec.done("deploy", f"version {number} answers at {running.url}")
@@ -333,9 +338,7 @@ class Pipeline:
             if (v.model, v.version) not in active:
                 self.store.update_version(v.model, v.version, status="failed", url=None)
         live = self.store.live_versions()
-        releases = [Release(name=v.model, version=v.version, artifact=v.artifact, manifest=v.manifest,
-                            public=v.public, replicas=v.replicas, resources=v.resources)
-                    for v in live if v.artifact is not None]
+        releases = [_release(v, v.artifact, v.manifest) for v in live if v.artifact is not None]
         if releases:
             log.info("restoring %d live version(s): %s", len(releases),
                      ", ".join(f"{r.name} v{r.version}" for r in releases))

@@ -41,7 +41,6 @@ import shutil
 import signal
 import subprocess
 import sys
-import tempfile
 import threading
 import time
 from dataclasses import dataclass
@@ -62,7 +61,8 @@ _TAIL = 40
 _SOCKET = "http.sock"
 _RESTORE_AT_ONCE = 4   # runtimes started together after a restart (each loads its model: CPU and memory)
 # The runtime runs the model's code: it gets a small environment, never the server's secrets.
-_PASS_ENV = ("PATH", "LANG", "LANGUAGE", "TZ", "SSL_CERT_FILE", "SSL_CERT_DIR", "GAZELLE_MAX_BODY_BYTES")
+_PASS_ENV = ("PATH", "HOME", "USER", "LOGNAME", "LANG", "LANGUAGE", "TZ", "TMPDIR", "SSL_CERT_FILE",
+             "SSL_CERT_DIR", "GAZELLE_MAX_BODY_BYTES")
 _PASS_PREFIXES = ("LC_", "GAZELLE_RUNTIME_", "OMP_", "MKL_", "OPENBLAS_")
 # ``sh`` ignores SIGTERM for bubblewrap, which would otherwise die at once and kill the runtime without
 # its graceful stop; the runtime (gunicorn) sets its own handler, so SIGTERM still reaches it.
@@ -325,8 +325,12 @@ class LocalTarget:
         env.update(release.env)
         env["GAZELLE_MODEL_VERSION"] = str(release.version)
         env["PYTHONUNBUFFERED"] = "1"
-        # The server's home and temporary directory are hidden from a confined runtime: give it its own.
-        env["HOME"] = env["TMPDIR"] = "/tmp" if self.sandbox.confined else tempfile.gettempdir()
+        if self.sandbox.confined:
+            # The server's home and temporary directory are hidden from a confined runtime, which may
+            # also run as another user: it gets its own private /tmp for both.
+            env.pop("USER", None)
+            env.pop("LOGNAME", None)
+            env["HOME"] = env["TMPDIR"] = "/tmp"
         if python == sys.executable:
             # The server's own interpreter: make sure it finds the same gazelle from any directory.
             import gazelle
