@@ -23,7 +23,9 @@ import unicodedata
 from pathlib import Path
 from typing import Any, Callable, TypeVar
 
-from gazelle.errors import BadRequest, Forbidden, Unauthorized
+import sqlalchemy as sa
+
+from gazelle.errors import BadRequest, ConfigError, Forbidden, Unauthorized
 from gazelle.server.store import Store, TokenRow
 
 log = logging.getLogger("gazelle.server")
@@ -124,6 +126,22 @@ class Auth:
         with os.fdopen(fd, "w") as f:
             f.write(token + "\n")
         log.info("created an admin token in %s", path)
+        return True
+
+    def ensure_given_admin_token(self, token: str) -> bool:
+        """Register ``token`` (``GAZELLE_ADMIN_TOKEN``) as an admin token unless known; True if added.
+
+        A token revoked through the API stays revoked: a new one goes into the setting's Secret.
+        """
+        if len(token) < 16:
+            raise ConfigError("GAZELLE_ADMIN_TOKEN must be at least 16 characters long")
+        if self.store.token_by_hash(hash_token(token)) is not None or self.store.token_revoked(hash_token(token)):
+            return False
+        try:
+            self.store.add_token("admin (GAZELLE_ADMIN_TOKEN)", "admin", hash_token(token))
+        except sa.exc.IntegrityError:   # another replica, starting at the same time, registered it
+            return False
+        log.info("registered the admin token from GAZELLE_ADMIN_TOKEN")
         return True
 
     def _new_admin_token(self) -> str:

@@ -48,7 +48,10 @@ def prepare(settings: Settings) -> None:
     store = Store(settings.db_url)
     try:
         store.create_schema()
-        Auth(store).ensure_admin_token(settings.token_path)
+        auth = Auth(store)
+        auth.ensure_admin_token(settings.token_path)
+        if settings.admin_token:
+            auth.ensure_given_admin_token(settings.admin_token)
     finally:
         store.close()
 

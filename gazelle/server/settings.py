@@ -38,6 +38,7 @@ class Settings:
     registry_password: str | None = field(default=None, repr=False)
     registry_insecure: tuple[str, ...] = ()   # host[:port] spoken to over http (loopback always is)
     database_url: str | None = None        # None: sqlite:///{data_dir}/gazelle.db
+    admin_token: str | None = field(default=None, repr=False)   # one admin token for every replica
     k8s_namespace: str = "gazelle-models"
     k8s_host_network: bool = False         # each version on the node's network, on its own port
     k8s_keep_versions: int = 3             # replaced versions kept at zero replicas for a rollback
@@ -225,6 +226,7 @@ _ENV: dict[str, tuple[str, Any]] = {
     "registry_password": ("GAZELLE_REGISTRY_PASSWORD", _str),
     "registry_insecure": ("GAZELLE_REGISTRY_INSECURE", _hosts),
     "database_url": ("GAZELLE_DATABASE_URL", _str),
+    "admin_token": ("GAZELLE_ADMIN_TOKEN", _str),
     "k8s_namespace": ("GAZELLE_K8S_NAMESPACE", _str),
     "k8s_host_network": ("GAZELLE_K8S_HOST_NETWORK", _bool),
     "k8s_keep_versions": ("GAZELLE_K8S_KEEP_VERSIONS", _int),

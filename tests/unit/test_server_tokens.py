@@ -116,3 +116,19 @@ def test_revoking_a_missing_or_malformed_id_answers_4xx_naming_it(server: Server
     assert answer.status_code == status
     message = answer.get_json()["error"]["message"]
     assert message.startswith("id:") or token_id in message
+
+
+def test_gazelle_admin_token_is_an_admin_token_on_every_server_sharing_the_store(tmp_path: Path) -> None:
+    given = "gz_" + "s3cr3t" * 6
+    apps = [create_app(Settings(data_dir=tmp_path / name, database_url=f"sqlite:///{tmp_path / 'shared.db'}",
+                                admin_token=given, run_jobs=False)) for name in ("a", "b")]
+    try:
+        for app in apps:
+            reply = app.test_client().get("/api/v1/tokens", headers={"Authorization": f"Bearer {given}"})
+            assert reply.status_code == 200
+        names = [t["name"] for t in reply.get_json()["tokens"]]
+        assert names.count("admin (GAZELLE_ADMIN_TOKEN)") == 1
+        assert given not in repr(apps[0].extensions["gazelle"].settings)
+    finally:
+        for app in apps:
+            app.extensions["gazelle"].shutdown()
