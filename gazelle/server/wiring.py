@@ -38,6 +38,8 @@ class Wiring:
     publish: Publish | None = None   # None: the target runs builds in place (the push stage is skipped)
     stop_models: Callable[[float], None] | None = None   # run on a requested shutdown, with the grace
     start_warnings: Callable[[], list[str]] | None = None  # what an operator must hear at start
+    # The ready addresses of a version as the target sees them now (None: use the stored one).
+    addresses: Callable[[str, int], list[str] | None] | None = None
 
     def warnings(self) -> list[str]:
         return self.start_warnings() if self.start_warnings is not None else []
@@ -142,7 +144,8 @@ def _kubernetes(settings: Settings, builder_name: str) -> Wiring:
         hpa_max_replicas=settings.k8s_hpa_max_replicas, termination_grace=max(1, int(settings.stop_grace)))
     target = KubernetesTarget(options, keep_versions=settings.k8s_keep_versions,
                               ready_timeout=settings.k8s_ready_timeout)
-    return Wiring(builder=builder, target=target, publish=publish)
+    # The gateway follows the versions' EndpointSlices: replaced pods, and every ready replica.
+    return Wiring(builder=builder, target=target, publish=publish, addresses=target.addresses)
 
 
 def secrets_of(settings: Settings) -> tuple[str, ...]:
