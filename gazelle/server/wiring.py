@@ -141,7 +141,8 @@ def _kubernetes(settings: Settings, builder_name: str) -> Wiring:
         namespace=settings.k8s_namespace, host_network=settings.k8s_host_network,
         image_pull_secrets=settings.k8s_image_pull_secrets, env_secrets=settings.k8s_env_secrets,
         ingress_host=settings.k8s_ingress_host, ingress_class=settings.k8s_ingress_class,
-        hpa_max_replicas=settings.k8s_hpa_max_replicas, termination_grace=max(1, int(settings.stop_grace)))
+        hpa_max_replicas=settings.k8s_hpa_max_replicas, startup_seconds=settings.k8s_startup_seconds,
+        termination_grace=max(1, int(settings.stop_grace)))
     target = KubernetesTarget(options, keep_versions=settings.k8s_keep_versions,
                               ready_timeout=settings.k8s_ready_timeout)
     # The gateway follows the versions' EndpointSlices: replaced pods, and every ready replica.

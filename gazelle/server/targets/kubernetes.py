@@ -9,14 +9,17 @@ version that has been live to zero and keeps it (the newest ``keep_versions`` of
 scales it back up without a rebuild; a version that never went live is removed.
 
 Addresses: ``Running.url`` is ``http://ip:port`` of one ready endpoint of the version's Service, read
-from its EndpointSlices (so the gateway needs no kube-proxy); ``restore`` reads it again. In
+from its EndpointSlices (so the sanity check needs no kube-proxy); ``restore`` reads it again. The
+gateway asks ``addresses`` instead, which answers from an EndpointSlice watch (``_k8s_endpoints``,
+started on first use): every ready pod of the version, as pods are replaced. In
 host-network mode each version gets its own port on the node, chosen free among the namespace's
 versions. The cluster comes from ``KUBECONFIG`` (or ``kubeconfig``), else the in-cluster service
 account; EndpointSlice, HPA and PDB API versions are chosen by discovery on first use.
 
-Limits: the URL is one pod's; when that pod goes away the gateway fails over only after the next
-``restore``. Versions are found by labels, so objects edited by hand to drop them are not seen. The
-constructor does no I/O; versions never stop with the server (``close`` only closes the client).
+Limits: ``Running.url`` is one pod's; it is what the gateway uses while the watch cannot say (before
+its first list, or while the API server is away). Versions are found by labels, so objects edited by hand to drop them are not seen. The
+constructor does no I/O; versions never stop with the server (``close`` stops the watch and closes
+the client).
 """
 from __future__ import annotations
 
