@@ -142,10 +142,12 @@ def _kubernetes(settings: Settings, builder_name: str) -> Wiring:
         image_pull_secrets=settings.k8s_image_pull_secrets, env_secrets=settings.k8s_env_secrets,
         ingress_host=settings.k8s_ingress_host, ingress_class=settings.k8s_ingress_class,
         hpa_max_replicas=settings.k8s_hpa_max_replicas, startup_seconds=settings.k8s_startup_seconds,
+        gateway=settings.k8s_gateway,
         termination_grace=max(1, int(settings.stop_grace)))
     target = KubernetesTarget(options, keep_versions=settings.k8s_keep_versions,
                               ready_timeout=settings.k8s_ready_timeout)
-    # The gateway follows the versions' EndpointSlices: replaced pods, and every ready replica.
+    # The gateway follows the versions' EndpointSlices (replaced pods, every ready replica), or with
+    # GAZELLE_K8S_GATEWAY=service sends to each version's Service.
     return Wiring(builder=builder, target=target, publish=publish, addresses=target.addresses)
 
 

@@ -330,7 +330,10 @@ class KubernetesTarget:
 
     def addresses(self, name: str, version: int) -> list[str] | None:
         """The ready addresses of a version, from the EndpointSlice watch (started on first use); None
-        while the watch cannot say, so the caller uses the address ``deploy`` returned."""
+        while the watch cannot say, so the caller uses the address ``deploy`` returned. With
+        ``options.gateway == "service"``: the version Service's cluster address, and no watch."""
+        if self.options.gateway == "service":
+            return [objects.service_url(name, version, self.options)]
         watch = self._endpoint_watch()
         watch.start()
         return watch.addresses(name, version)
