@@ -107,7 +107,7 @@ class Rollout:
         previous = status.state.terminated is None   # already restarted: the log of the run that ended
         lines = self._pod_log(pod.metadata.name, previous=previous)
         events = pod_events(self.core, self.namespace, [pod.metadata.name])
-        killed = _probe_kill(events)
+        killed = _probe_kill(events, int(ended.exit_code or 0))
         if killed is not None and ended.reason != "OOMKilled":
             hint = ("; a model that needs longer to load needs a larger GAZELLE_K8S_STARTUP_SECONDS"
                     if killed == "startup" else "")
@@ -163,11 +163,18 @@ def _probe_failure(events: list[str], kind: str | None = None) -> str | None:
     return None
 
 
-def _probe_kill(events: list[str]) -> str | None:
-    """"startup" or "liveness" when the kubelet restarted a container for failing that probe."""
+def _probe_kill(events: list[str], exit_code: int) -> str | None:
+    """"startup" or "liveness" when the kubelet restarted a container for failing that probe: its
+    "Killing" event says so, or the container ended by SIGTERM or SIGKILL after that probe failed (the
+    event may not be listed yet when the status shows the exit)."""
     for line in reversed(events):
         for kind in ("startup", "liveness"):
             if f"failed {kind} probe" in line:
+                return kind
+    if exit_code in (128 + 9, 128 + 15):
+        last = _probe_failure(events)
+        for kind in ("startup", "liveness"):
+            if last is not None and last.startswith(f"{kind.capitalize()} probe failed"):
                 return kind
     return None
 
