@@ -29,8 +29,8 @@ are relative: a ``Location`` is never built from the ``Host`` header, and the pa
 Switch-over: when the connection to a version fails before any answer byte arrives (refused or reset:
 a version that has just stopped), the route is resolved again and the request sent once more, to
 whatever is live now; when that is the same version at the address that just refused, to another of
-its addresses (``Route.alternatives``), if it has some. Predictions are idempotent, so this is safe; a body larger than
-``REPLAY_LIMIT`` already partly sent is not replayed. A version that still does not answer gives
+its addresses (``Route.alternatives``), if it has some. Predictions are idempotent, so this is safe; a
+body larger than ``REPLAY_LIMIT`` already partly sent is not replayed. A version that still does not answer gives
 502 ``upstream_unavailable``; one that answers too slowly, 504 ``upstream_timeout``.
 """
 from __future__ import annotations

@@ -17,9 +17,10 @@ versions. The cluster comes from ``KUBECONFIG`` (or ``kubeconfig``), else the in
 account; EndpointSlice, HPA and PDB API versions are chosen by discovery on first use.
 
 Limits: ``Running.url`` is one pod's; it is what the gateway uses while the watch cannot say (before
-its first list, or while the API server is away). Versions are found by labels, so objects edited by hand to drop them are not seen. The
-constructor does no I/O; versions never stop with the server (``close`` stops the watch and closes
-the client).
+its first list, or while the API server is away). Versions are found by labels, so objects edited by
+hand to drop them are not seen. The constructor does no I/O; versions never stop with the server
+(``close`` stops the watch and closes the client). ``options.gateway == "service"`` sends the gateway
+to each version's Service instead (kube-proxy balances), with no watch.
 """
 from __future__ import annotations
 
