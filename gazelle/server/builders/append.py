@@ -174,7 +174,8 @@ def runtime_files() -> tuple[Path, ...]:
     entry points in a fresh interpreter), plus everything in the ``gazelle.runtime`` package."""
     root = Path(gazelle.__file__).resolve().parent
     env = {k: v for k, v in os.environ.items() if k not in ("PYTHONSTARTUP", "PYTHONHOME")}
-    env["PYTHONPATH"] = str(root.parent)
+    # gazelle first; the rest of PYTHONPATH stays (a server whose dependencies are found through it)
+    env["PYTHONPATH"] = os.pathsep.join([str(root.parent), *filter(None, [os.environ.get("PYTHONPATH")])])
     got = subprocess.run([sys.executable, "-c", _LIST_MODULES, *_RUNTIME_ENTRY], capture_output=True, text=True,
                          env=env, timeout=120)
     if got.returncode != 0:
