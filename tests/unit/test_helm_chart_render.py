@@ -24,7 +24,8 @@ EVERYTHING = {**POSTGRES, "hostNetwork": True,
               "ingress": {"enabled": True, "host": "gazelle.example.com", "className": "nginx", "tlsSecret": "tls"},
               "models": {"namespace": "models", "imagePullSecrets": ["regcred"], "envSecrets": ["keys"],
                          "ingressHost": "{name}.models.example.com", "hpaMaxReplicas": 4},
-              "server": {"baseImages": {"3.11": "python:3.11-slim"}, "extraEnv": {"GAZELLE_K8S_KEEP_VERSIONS": "5"}}}
+              "server": {"baseImages": {"3.11": "python:3.11-slim"}, "extraEnv": {"GAZELLE_K8S_KEEP_VERSIONS": "5"}},
+              "extraCACerts": {"configMap": "corp-ca", "key": "bundle.pem"}, "apiServer": "10.0.0.1:6443"}
 
 
 def render(values: dict[str, Any]) -> list[dict[str, Any]]:
@@ -103,6 +104,28 @@ def test_host_network_runs_server_and_models_on_the_node() -> None:
     pod = by_kind(objects, "Deployment")["spec"]["template"]["spec"]
     assert pod["hostNetwork"] is True and pod["dnsPolicy"] == "ClusterFirstWithHostNet"
     assert env_of(objects)["GAZELLE_K8S_HOST_NETWORK"] == "true"
+
+
+def test_extra_ca_certs_are_mounted_read_only_and_pip_is_pointed_at_them() -> None:
+    objects = render(EVERYTHING)
+    pod = by_kind(objects, "Deployment")["spec"]["template"]["spec"]
+    assert env_of(objects)["PIP_CERT"] == "/etc/gazelle/ca/bundle.pem"
+    (volume,) = [v for v in pod["volumes"] if v["name"] == "ca"]
+    assert volume["configMap"] == {"name": "corp-ca", "items": [{"key": "bundle.pem", "path": "bundle.pem"}]}
+    (mount,) = [m for m in pod["containers"][0]["volumeMounts"] if m["name"] == "ca"]
+    assert mount == {"name": "ca", "mountPath": "/etc/gazelle/ca", "readOnly": True}
+    assert "PIP_CERT" not in env_of(render(REQUIRED))
+
+
+def test_extra_ca_certs_from_both_a_config_map_and_a_secret_fail() -> None:
+    with pytest.raises(helm.HelmError, match="configMap or secret, not both"):
+        render({**REQUIRED, "extraCACerts": {"configMap": "a", "secret": "b"}})
+
+
+def test_api_server_overrides_the_in_cluster_service_address() -> None:
+    env = env_of(render(EVERYTHING))
+    assert (env["KUBERNETES_SERVICE_HOST"], env["KUBERNETES_SERVICE_PORT"]) == ("10.0.0.1", "6443")
+    assert "KUBERNETES_SERVICE_HOST" not in env_of(render(REQUIRED))
 
 
 def test_role_grants_only_namespaced_rights_in_the_models_namespace() -> None:

@@ -75,6 +75,9 @@ app.kubernetes.io/managed-by: {{ .Release.Service }}
 {{- if and .Values.ingress.enabled (not .Values.ingress.host) }}
 {{- fail "ingress.enabled needs ingress.host" }}
 {{- end }}
+{{- if and .Values.extraCACerts.configMap .Values.extraCACerts.secret }}
+{{- fail "extraCACerts: set configMap or secret, not both" }}
+{{- end }}
 {{- if not (or .Values.registry.address .Values.registry.existingSecret) }}
 {{- fail "registry.address (or registry.existingSecret) is required: the kubernetes target pushes model images there" }}
 {{- end }}
