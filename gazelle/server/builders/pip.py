@@ -52,8 +52,14 @@ def runtime_requirements(*, exact: bool, exclude: Iterable[str] = ()) -> list[st
     top = _declared_runtime()
     if not exact:
         return sorted(_without_marker(r) for r in top if canonicalize_name(r.name) not in skip)
+    return pinned_closure([r.name for r in top], skip)
+
+
+def pinned_closure(names: Iterable[str], skip: Iterable[str] = ()) -> list[str]:
+    """``NAME==VERSION`` of the distributions installed here that ``names`` need, theirs included."""
+    skip = {canonicalize_name(n) for n in skip}
     pinned: dict[str, str] = {}
-    todo = [r.name for r in top]
+    todo = list(names)
     while todo:
         name = canonicalize_name(todo.pop())
         if name in pinned or name in skip:
