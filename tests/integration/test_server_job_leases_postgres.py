@@ -4,6 +4,7 @@ from __future__ import annotations
 import multiprocessing
 import threading
 import uuid
+from pathlib import Path
 from typing import Iterator
 
 import pytest
@@ -138,3 +139,25 @@ def test_a_database_at_the_first_revision_is_migrated_at_start(schema_url: str) 
     assert _revision(schema_url, migrate_to="0001") == "0001"
     _migrate(schema_url)
     assert _revision(schema_url) == "0003"
+
+
+def test_a_newer_server_starting_on_an_older_servers_database_migrates_it(
+        tmp_path: Path, schema_url: str) -> None:  # noqa: F811
+    from tests.integration._server import start_server
+
+    assert _revision(schema_url, migrate_to="0001") == "0001"
+    engine = sa.create_engine(schema_url)
+    try:
+        with engine.begin() as c:
+            c.execute(sa.text("INSERT INTO models (name, public, live_version, created, updated) "
+                              "VALUES ('kept', false, NULL, 1, 1)"))
+    finally:
+        engine.dispose()
+    server = start_server(tmp_path / "data", env={"GAZELLE_DATABASE_URL": schema_url})
+    try:
+        assert _revision(schema_url) == "0003"
+        with server.client() as c:
+            names = [m["name"] for m in c.get("/api/v1/models").json()["models"]]
+        assert names == ["kept"]
+    finally:
+        server.terminate()
