@@ -55,7 +55,8 @@ def create_app(settings: Settings | None = None, *, boot_time: float | None = No
     auth.ensure_admin_token(settings.token_path)
     wired = wiring.build(settings)
     hub = EventHub()
-    routes = RouteTable(store, ttl=min(1.0, settings.drain_seconds / 2) if settings.drain_seconds else 0.0)
+    routes = RouteTable(store, ttl=min(1.0, settings.drain_seconds / 2) if settings.drain_seconds else 0.0,
+                        addresses=wired.addresses)
     pipeline = Pipeline(store, hub, wired.builder, wired.target, routes, bundles_dir=bundles_dir,
                         base_url=settings.base_url, publish=wired.publish,
                         drain_seconds=settings.drain_seconds, stop_grace=settings.stop_grace,
