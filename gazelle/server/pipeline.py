@@ -344,7 +344,7 @@ class Pipeline:
         Running jobs are orphans by definition (only the lock holder runs jobs). Queued ones are failed
         only if they predate this server's start; later ones were queued by a sibling process and run.
         ``shared``: several replicas run jobs; theirs are not orphans (an expired lease is how one is
-        found, see ``jobs``), so only the live versions are brought back.
+        found, see ``jobs``), so only the live versions are brought back, and nothing is swept.
         """
         for job in [] if shared else self.store.jobs(statuses=ACTIVE, limit=10_000):
             if job.status == "running" or job.created < boot_time:
@@ -377,7 +377,9 @@ class Pipeline:
                 log.error("model %s version %d could not be restored", r.name, r.version)
                 self.store.update_version(r.name, r.version, status="down", url=None)
         wanted = {(v.model, v.version) for v in live} | active
-        for running in self.target.running():
+        # Shared: a replica starting does not sweep the target; a version another replica is switching
+        # to or draining is not "unwanted" (the job that replaced it stops it).
+        for running in [] if shared else self.target.running():
             if (running.name, running.version) not in wanted:
                 self._stop_quietly(running.name, running.version, grace=self.stop_grace)
         for v in [] if shared else self.store.versions_with_status("ready"):
