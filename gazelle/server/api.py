@@ -127,7 +127,8 @@ def create_version(name: str) -> tuple[Response, int]:
     public = _flag("public")
     replicas = _arg("replicas", 1, low=1, high=MAX_REPLICAS)
     resources = _resources()
-    digest, manifest = uploads.receive(request, st.bundles_dir, st.settings.max_bundle_bytes, name)
+    digest, manifest = uploads.receive(request, st.bundles_dir, st.settings.max_bundle_bytes, name,
+                                       keep=st.pipeline.bundles)
     return _accepted(deployments.deploy_bundle(st, name, digest, manifest, public=public, replicas=replicas,
                                                resources=resources))
 

@@ -1,8 +1,8 @@
 """``create_app(settings)``: the build server as a Flask app (API, gateway, health), ready to serve.
 
-Creating the app opens the store (creating its tables), makes the first admin token if there is none
+Creating the app opens the store (migrating its schema), makes the first admin token if there is none
 (``{data_dir}/token``), wires builder and target, and starts the job runner thread, which takes the
-runner lock, recovers from an earlier run (failing interrupted jobs, restoring live versions) and then
+runner lock (or, with several replicas, claims jobs with leases: see ``jobs``), recovers from an earlier run (failing interrupted jobs, restoring live versions) and then
 runs queued jobs. ``settings.run_jobs=False`` makes an app that serves the API and queues jobs but
 never runs them (no process is started, no target is touched).
 
@@ -63,9 +63,13 @@ def create_app(settings: Settings | None = None, *, boot_time: float | None = No
                         base_url=settings.base_url, publish=wired.publish,
                         drain_seconds=settings.drain_seconds, stop_grace=settings.stop_grace,
                         sanity_timeout=settings.sanity_timeout, stage_delay=settings.stage_delay,
-                        secrets=wiring.secrets_of(settings))
-    runner = JobRunner(store, pipeline.run, lock_path=settings.data_dir / "runner.lock",
-                       on_acquire=lambda: pipeline.recover(boot_time), on_crash=pipeline.fail_job)
+                        secrets=wiring.secrets_of(settings), bundles=wiring.bundle_store(settings, store))
+    shared = wiring.shared_jobs(settings)
+    runner = JobRunner(store, pipeline.run, lock_path=None if shared else settings.data_dir / "runner.lock",
+                       on_acquire=lambda: pipeline.recover(boot_time, shared=shared), on_crash=pipeline.fail_job,
+                       owner=wiring.replica_id() if shared else None, lease=settings.job_lease_seconds,
+                       on_expired=pipeline.replica_stopped)
+    pipeline.lease_lost = runner.lost
     metrics = Metrics(store, lambda: runner.is_runner)
     state = ServerState(settings, store, auth, hub, routes, wired, pipeline, runner, metrics, bundles_dir)
 

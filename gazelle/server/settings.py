@@ -58,6 +58,7 @@ class Settings:
     drain_seconds: float = 2.0             # old version keeps serving this long after the switch
     stop_grace: float = 10.0               # in-flight requests get this long when a version stops
     sanity_timeout: float = 60.0
+    job_lease_seconds: float = 30.0        # several replicas: a job whose replica is silent this long fails
     run_jobs: bool = True                  # False: accept jobs but never run them (read-only replica)
     stage_delay: Mapping[str, float] = field(default_factory=dict)   # test hook, see from_env
 
@@ -88,6 +89,8 @@ class Settings:
                               f"e.g. {{name}}.models.example.com; got {self.k8s_ingress_host!r}")
         if self.max_bundle_bytes < 1024:
             raise ConfigError(f"max_bundle_bytes must be at least 1024, got {self.max_bundle_bytes}")
+        if self.job_lease_seconds < 3:
+            raise ConfigError(f"GAZELLE_JOB_LEASE_SECONDS must be at least 3, got {self.job_lease_seconds}")
 
     def __repr__(self) -> str:
         parts = []
@@ -252,6 +255,7 @@ _ENV: dict[str, tuple[str, Any]] = {
     "drain_seconds": ("GAZELLE_DRAIN_SECONDS", _float),
     "stop_grace": ("GAZELLE_STOP_GRACE", _float),
     "sanity_timeout": ("GAZELLE_SANITY_TIMEOUT", _float),
+    "job_lease_seconds": ("GAZELLE_JOB_LEASE_SECONDS", _float),
     "run_jobs": ("GAZELLE_RUN_JOBS", _bool),
     "stage_delay": ("GAZELLE_TEST_STAGE_DELAY", _stage_delay),
 }
