@@ -20,10 +20,11 @@ constructor does no I/O; versions never stop with the server (``close`` only clo
 """
 from __future__ import annotations
 
+import dataclasses
 import random
 import socket
 import threading
-from typing import Any, Callable, Iterator
+from typing import Any, Callable, Iterator, Mapping
 
 from gazelle.errors import TargetError
 from gazelle.server.targets import Log, Release, Running
@@ -231,6 +232,13 @@ class KubernetesTarget:
             self._client = self._dynamic = None
 
     # -- parts -------------------------------------------------------------------------------------
+
+    def accept_tokens(self, tokens: Mapping[str, str]) -> None:
+        """Write the tokens Secret that private versions mount (``runtime_access.Guarded``)."""
+        from gazelle.runtime.access import render
+
+        self._create(objects.tokens_secret(render(False, tokens), self.options), replace=True)
+        self.options = dataclasses.replace(self.options, runtime_tokens=True)
 
     def _create(self, obj: dict[str, Any], *, exist_ok: bool = False, replace: bool = False) -> None:
         """Create ``obj``; one that exists already is left (``exist_ok``) or patched to it (``replace``:
