@@ -24,7 +24,7 @@ from gazelle.errors import GazelleError
 from gazelle.server import wiring
 from gazelle.server.api import api, health
 from gazelle.server.auth import Auth, hash_token
-from gazelle.server.events import EventHub
+from gazelle.server.events import EventHub, StreamBudget
 from gazelle.server.gateway import gateway_blueprint
 from gazelle.server.jobs import JobRunner
 from gazelle.server.metrics import Metrics
@@ -74,7 +74,8 @@ def create_app(settings: Settings | None = None, *, boot_time: float | None = No
     runner = JobRunner(store, pipeline.run, lock_path=settings.data_dir / "runner.lock",
                        on_acquire=acquired, on_crash=pipeline.fail_job)
     metrics = Metrics(store, lambda: runner.is_runner)
-    state = ServerState(settings, store, auth, hub, routes, wired, pipeline, runner, metrics, bundles_dir, publisher)
+    state = ServerState(settings, store, auth, hub, routes, wired, pipeline, runner, metrics, bundles_dir, publisher,
+                        StreamBudget(settings.max_event_streams))
 
     app = Flask("gazelle.server")
     app.extensions["gazelle"] = state

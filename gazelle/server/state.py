@@ -5,13 +5,13 @@ import it without importing each other. ``state()`` reads it inside a request or
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from flask import current_app
 
 from gazelle.server.auth import Auth
-from gazelle.server.events import EventHub
+from gazelle.server.events import EventHub, StreamBudget
 from gazelle.server.jobs import JobRunner
 from gazelle.server.metrics import Metrics
 from gazelle.server.pipeline import Pipeline
@@ -37,6 +37,7 @@ class ServerState:
     metrics: Metrics
     bundles_dir: Path
     publisher: TokenPublisher | None = None
+    streams: StreamBudget = field(default_factory=lambda: StreamBudget(8))
 
     def shutdown(self, *, stop_models: bool = False, timeout: float = 5.0) -> None:
         """Stop running jobs; with ``stop_models``, also stop the versions this process runs."""
