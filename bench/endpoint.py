@@ -16,7 +16,8 @@ the same bundle and workers. Every path must give the same predictions before an
 Per round, concurrency and rows per request: a warm-up and a measured ``wrk -t1`` run on each path,
 the order alternating between rounds. Reported: median requests/s, p50, p99 and server CPU per
 request; ratios to the baseline and ``url`` to ``port``; RSS/PSS of every serving process group
-(the server's group includes its runtimes); seconds from start to ready.
+(the server's alone: its runtimes run in their own sessions, and use what ``port`` uses); seconds
+from start to ready.
 
 Not yet here: the peers (BentoML with adaptive batching, MLServer) side by side in the same run.
 
