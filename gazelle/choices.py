@@ -12,3 +12,6 @@ BUILDERS = ("venv", "append", "docker")
 IMAGE_BUILDERS = ("append", "docker")
 DEFAULT_BUILDER = {"local": "venv", "docker": "docker", "kubernetes": "append"}
 PAIRS = {"local": ("venv",), "docker": ("docker", "append"), "kubernetes": IMAGE_BUILDERS}
+# How the gateway reaches a kubernetes version: "endpoints", its ready pods from an EndpointSlice watch
+# (no kube-proxy needed); "service", the version Service's cluster DNS name, balanced by kube-proxy.
+K8S_GATEWAYS = ("endpoints", "service")

@@ -1,6 +1,7 @@
-"""Helpers every test tier shares: a free loopback port, and a model that raises while it loads.
+"""Helpers every test tier shares: a free loopback port, a model that raises while it loads, and one
+that takes its time to load.
 
-``Boom`` is a plain class in a module that is not an installed distribution, so bundles carry it by
+``Boom`` and ``SlowToLoad`` are plain classes in a module that is not an installed distribution, so bundles carry it by
 value: a runtime process (or container) that cannot import the tests still unpickles it, and fails.
 """
 from __future__ import annotations
@@ -34,3 +35,19 @@ class Boom:
 
     def __setstate__(self, state: dict[str, Any]) -> None:
         raise RuntimeError("boom while loading")
+
+
+class SlowToLoad:
+    """Takes ``seconds`` to unpickle, as a large model does (or longer than any startup budget)."""
+
+    def __init__(self, seconds: float) -> None:
+        self.seconds = seconds
+
+    def predict(self, rows: Any) -> list[int]:
+        return [len(r) for r in rows]
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        import time
+
+        time.sleep(state["seconds"])
+        self.__dict__.update(state)

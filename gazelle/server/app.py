@@ -56,7 +56,8 @@ def create_app(settings: Settings | None = None, *, boot_time: float | None = No
     auth.ensure_admin_token(settings.token_path)
     wired = wiring.build(settings)
     hub = EventHub()
-    routes = RouteTable(store, ttl=min(1.0, settings.drain_seconds / 2) if settings.drain_seconds else 0.0)
+    routes = RouteTable(store, ttl=min(1.0, settings.drain_seconds / 2) if settings.drain_seconds else 0.0,
+                        addresses=wired.addresses)
     # What the gateway and the sanity check show a private model's runtime, the same in every process.
     service_token = gateway_token(settings.token_path.read_text().strip())
     pipeline = Pipeline(store, hub, wired.builder, wired.target, routes, bundles_dir=bundles_dir,

@@ -31,15 +31,16 @@ are relative: a ``Location`` is never built from the ``Host`` header, and the pa
 
 Switch-over: when the connection to a version fails before any answer byte arrives (refused or reset:
 a version that has just stopped), the route is resolved again and the request sent once more, to
-whatever is live now. Predictions are idempotent, so this is safe; a body larger than
-``REPLAY_LIMIT`` already partly sent is not replayed. A version that still does not answer gives
+whatever is live now; when that is the same version at the address that just refused, to another of
+its addresses (``Route.alternatives``), if it has some. Predictions are idempotent, so this is safe; a
+body larger than ``REPLAY_LIMIT`` already partly sent is not replayed. A version that still does not answer gives
 502 ``upstream_unavailable``; one that answers too slowly, 504 ``upstream_timeout``.
 """
 from __future__ import annotations
 
 import re
 import uuid
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any, Callable, Iterator
 from urllib.parse import quote, urlsplit
 
@@ -79,6 +80,7 @@ class Route:
     version: int
     url: str          # base URL of its runtime
     public: bool
+    alternatives: tuple[str, ...] = ()   # other addresses of the same version, to retry on
 
 
 Resolve = Callable[[str, int | None], Route | None]
@@ -219,7 +221,10 @@ def _forward(resolve: Resolve, authorize: Authorize, name: str, version: int | N
         except (httpx.ConnectError, httpx.RemoteProtocolError, httpx.ReadError, httpx.WriteError, TargetError):
             if attempt == 2 or (body is not None and not body.rewind()):
                 raise UpstreamUnavailable(route) from None
+            refused = route.url
             route = _lookup(resolve, name, version)   # the live version may have just changed
+            if route.url == refused and route.alternatives:
+                route = replace(route, url=route.alternatives[0], alternatives=route.alternatives[1:])
         except httpx.TimeoutException:
             raise UpstreamTimeout(route) from None
     return _response(answer, request_id, request.script_root + prefix)

@@ -5,23 +5,35 @@ invalidates a model's entries the moment it switches the live version in this pr
 expire after ``ttl`` seconds, which bounds how long another server process (``--workers`` > 1) keeps
 sending to a version that is no longer live. The pipeline's drain delay is longer than ``ttl``, so a
 stale entry still points at a running version.
+
+Replicas: a target that knows which addresses of a version are ready now (``addresses(name, version)``,
+the kubernetes target's EndpointSlice watch) is asked on every resolve, from memory; requests go round
+robin over those addresses, each route carrying the others for a retry after a refused connection. An
+empty answer (every pod of the version is being replaced) is a 503 with ``Retry-After``; None (the
+target cannot say yet) leaves the address stored at deploy.
 """
 from __future__ import annotations
 
+import itertools
 import threading
 import time
+from dataclasses import replace
+from typing import Callable
 
 from gazelle.errors import ModelNotFound, NotFound, Restoring, Unavailable, VersionNotFound
 from gazelle.server.gateway import Route
 from gazelle.server.store import Store
 
 SERVING = ("live", "ready")
+Addresses = Callable[[str, int], "list[str] | None"]
 
 
 class RouteTable:
-    def __init__(self, store: Store, ttl: float = 1.0) -> None:
+    def __init__(self, store: Store, ttl: float = 1.0, *, addresses: Addresses | None = None) -> None:
         self.store = store
         self.ttl = ttl
+        self.addresses = addresses
+        self._turn = itertools.count()
         self._cache: dict[tuple[str, int | None], tuple[Route, float]] = {}
         self._lock = threading.Lock()
 
@@ -32,11 +44,23 @@ class RouteTable:
         with self._lock:
             hit = self._cache.get(key)
         if hit is not None and hit[1] > now:
-            return hit[0]
+            return self._spread(hit[0])
         route = self._lookup(name, version)
         with self._lock:
             self._cache[key] = (route, now + self.ttl)
-        return route
+        return self._spread(route)
+
+    def _spread(self, route: Route) -> Route:
+        """The route to the next of the version's ready addresses, the others as its alternatives."""
+        found = self.addresses(route.name, route.version) if self.addresses is not None else None
+        if found is None:
+            return route
+        if not found:
+            raise Unavailable(f"model {route.name} version {route.version} has no ready pod right now "
+                              "(one is being replaced); try again in a moment", retry_after=1)
+        start = next(self._turn) % len(found)
+        ordered = found[start:] + found[:start]
+        return replace(route, url=ordered[0], alternatives=tuple(ordered[1:]))
 
     def invalidate(self, name: str | None = None) -> None:
         with self._lock:

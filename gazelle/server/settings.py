@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any, Mapping
 
 from gazelle.booleans import parse_bool
-from gazelle.choices import BUILDERS, TARGETS
+from gazelle.choices import BUILDERS, K8S_GATEWAYS, TARGETS
 from gazelle.errors import ConfigError
 from gazelle.redaction import redact_url
 
@@ -51,6 +51,8 @@ class Settings:
     k8s_ingress_class: str | None = None
     k8s_hpa_max_replicas: int = 0          # > 0: a CPU autoscaler from replicas up to this
     k8s_ready_timeout: float = 600.0       # seconds a version may take to become ready
+    k8s_startup_seconds: int = 600         # seconds a model may take to load before its pod is restarted
+    k8s_gateway: str = "endpoints"         # how the gateway reaches versions: endpoints or service
     base_images: Mapping[str, str] = field(default_factory=dict)
     docker_apt_packages: tuple[str, ...] = ()   # Debian packages the docker builder installs
     docker_network: str = "host"           # docker target: host (a port per version) or bridge
@@ -91,6 +93,10 @@ class Settings:
             raise ConfigError(f"GAZELLE_K8S_KEEP_VERSIONS must be 0 or more, got {self.k8s_keep_versions}")
         if self.k8s_hpa_max_replicas < 0:
             raise ConfigError(f"GAZELLE_K8S_HPA_MAX_REPLICAS must be 0 or more, got {self.k8s_hpa_max_replicas}")
+        if self.k8s_gateway not in K8S_GATEWAYS:
+            raise ConfigError(f"GAZELLE_K8S_GATEWAY must be one of {', '.join(K8S_GATEWAYS)}, got {self.k8s_gateway!r}")
+        if self.k8s_startup_seconds < 1:
+            raise ConfigError(f"GAZELLE_K8S_STARTUP_SECONDS must be 1 or more, got {self.k8s_startup_seconds}")
         if self.k8s_ingress_host is not None and "{name}" not in self.k8s_ingress_host:
             raise ConfigError(f"GAZELLE_K8S_INGRESS_HOST must contain {{name}} (the model's name), "
                               f"e.g. {{name}}.models.example.com; got {self.k8s_ingress_host!r}")
@@ -253,6 +259,8 @@ _ENV: dict[str, tuple[str, Any]] = {
     "k8s_ingress_class": ("GAZELLE_K8S_INGRESS_CLASS", _str),
     "k8s_hpa_max_replicas": ("GAZELLE_K8S_HPA_MAX_REPLICAS", _int),
     "k8s_ready_timeout": ("GAZELLE_K8S_READY_TIMEOUT", _float),
+    "k8s_startup_seconds": ("GAZELLE_K8S_STARTUP_SECONDS", _int),
+    "k8s_gateway": ("GAZELLE_K8S_GATEWAY", _str),
     "base_images": ("GAZELLE_BASE_IMAGES", _json_map),
     "docker_apt_packages": ("GAZELLE_DOCKER_APT_PACKAGES", _apt_packages),
     "docker_network": ("GAZELLE_DOCKER_NETWORK", _str),

@@ -38,6 +38,8 @@ class Wiring:
     publish: Publish | None = None   # None: the target runs builds in place (the push stage is skipped)
     stop_models: Callable[[float], None] | None = None   # run on a requested shutdown, with the grace
     start_warnings: Callable[[], list[str]] | None = None  # what an operator must hear at start
+    # The ready addresses of a version as the target sees them now (None: use the stored one).
+    addresses: Callable[[str, int], list[str] | None] | None = None
 
     def warnings(self) -> list[str]:
         return self.start_warnings() if self.start_warnings is not None else []
@@ -140,10 +142,14 @@ def _kubernetes(settings: Settings, builder_name: str) -> Wiring:
         namespace=settings.k8s_namespace, host_network=settings.k8s_host_network,
         image_pull_secrets=settings.k8s_image_pull_secrets, env_secrets=settings.k8s_env_secrets,
         ingress_host=settings.k8s_ingress_host, ingress_class=settings.k8s_ingress_class,
-        hpa_max_replicas=settings.k8s_hpa_max_replicas, termination_grace=max(1, int(settings.stop_grace)))
+        hpa_max_replicas=settings.k8s_hpa_max_replicas, startup_seconds=settings.k8s_startup_seconds,
+        gateway=settings.k8s_gateway,
+        termination_grace=max(1, int(settings.stop_grace)))
     target = KubernetesTarget(options, keep_versions=settings.k8s_keep_versions,
                               ready_timeout=settings.k8s_ready_timeout)
-    return Wiring(builder=builder, target=target, publish=publish)
+    # The gateway follows the versions' EndpointSlices (replaced pods, every ready replica), or with
+    # GAZELLE_K8S_GATEWAY=service sends to each version's Service.
+    return Wiring(builder=builder, target=target, publish=publish, addresses=target.addresses)
 
 
 def secrets_of(settings: Settings) -> tuple[str, ...]:

@@ -13,6 +13,7 @@ import pytest
 
 from tests.e2e._docker import data_dir_sharing_layers
 from tests.e2e._k8s import kube  # noqa: F401  (a fixture)
+from tests.helpers import SlowToLoad
 from tests.integration._server import (Boom, ServerProcess, bundle, doubled_lengths, lengths, process_id, start_server,
                                       wait_for)
 
@@ -23,13 +24,14 @@ def tripled_lengths(rows: list[str]) -> list[int]:
     return [3 * len(r) for r in rows]
 
 
+
 @pytest.fixture(scope="module")
 def server_env(kubeconfig: str, k8s_namespace: str, registry_url: str, base_image: str) -> dict[str, str]:
     minor = f"{sys.version_info.major}.{sys.version_info.minor}"
     return {"GAZELLE_TARGET": "kubernetes", "GAZELLE_REGISTRY": f"{registry_url}/gazelle-k8s-e2e",
             "GAZELLE_BASE_IMAGES": json.dumps({minor: base_image}), "KUBECONFIG": kubeconfig,
             "GAZELLE_K8S_NAMESPACE": k8s_namespace, "GAZELLE_K8S_HOST_NETWORK": "true",
-            "GAZELLE_K8S_READY_TIMEOUT": "150"}
+            "GAZELLE_K8S_READY_TIMEOUT": "150", "GAZELLE_K8S_STARTUP_SECONDS": "45"}
 
 
 @pytest.fixture(scope="module")
@@ -104,6 +106,24 @@ def test_resources_no_node_can_satisfy_fail_the_deploy_with_the_schedulers_reaso
     assert "Insufficient memory" in job["error"]["message"], job["error"]
     selector = f"gazelle.dev/model={NAME},gazelle.dev/version={job['version']}"
     assert client.AppsV1Api(kube).list_namespaced_deployment(k8s_namespace, label_selector=selector).items == []
+    assert server.predict(f"/m/{NAME}/predict", ["ab"]).json()["predictions"] == [4], "v2 keeps serving"
+
+
+def test_a_model_slower_to_load_than_the_startup_budget_fails_the_deploy_saying_the_probe_failed(
+        server: ServerProcess, kube: Any, k8s_namespace: str) -> None:
+    from kubernetes import client
+
+    import gazelle
+
+    with pytest.raises(gazelle.DeployError) as failed:
+        gazelle.deploy(SlowToLoad(3600), NAME, sample=["ab"], server=server.url, token=server.token)
+    assert failed.value.stage == "deploy"
+    assert "failed its startup probe" in failed.value.cause and "Startup probe failed:" in failed.value.cause
+    versions = {v["version"]: v["status"] for v in server.model(NAME)["versions"]}
+    number = max(v for v, status in versions.items() if status == "failed")
+    selector = f"gazelle.dev/model={NAME},gazelle.dev/version={number}"
+    assert client.AppsV1Api(kube).list_namespaced_deployment(k8s_namespace, label_selector=selector).items == []
+    assert client.CoreV1Api(kube).list_namespaced_service(k8s_namespace, label_selector=selector).items == []
     assert server.predict(f"/m/{NAME}/predict", ["ab"]).json()["predictions"] == [4], "v2 keeps serving"
 
 
@@ -197,6 +217,33 @@ def test_the_account_suggestion_model_from_the_python_api_runs_two_replicas_with
     # policy/v1beta1 on the 1.20 test cluster: the current typed client no longer has it
     budgets = DynamicClient(kube).resources.get(api_version="policy/v1beta1", kind="PodDisruptionBudget")
     assert budgets.get(name=name, namespace=k8s_namespace).spec.maxUnavailable == 1
+
+
+def test_the_gateway_serves_again_once_a_deleted_pod_is_replaced_without_a_restart(
+        server: ServerProcess, kube: Any, k8s_namespace: str) -> None:
+    """The gateway follows the version's EndpointSlice: while no pod is ready it says so (503 with
+    Retry-After), then it answers again from the Deployment's replacement pod; the store still says
+    version 1 is live, as the stable Service does."""
+    from kubernetes import client
+
+    name = "replaced"
+    job = server.deploy(name, bundle(lengths, name))
+    assert job["status"] == "succeeded", json.dumps(job, indent=1)
+    core = client.CoreV1Api(kube)
+    selector = f"gazelle.dev/model={name},gazelle.dev/version=1"
+    (pod,) = core.list_namespaced_pod(k8s_namespace, label_selector=selector).items
+    core.delete_namespaced_pod(pod.metadata.name, k8s_namespace, grace_period_seconds=0)
+    wait_for(lambda: server.predict(f"/m/{name}/predict", ["abcde"]).status_code == 200,
+             "the gateway answering from the replacement pod", timeout=150)
+    assert server.predict(f"/m/{name}/predict", ["abcde"]).json() == {"predictions": [5], "model": name,
+                                                                        "version": 1}
+    pods = [p for p in core.list_namespaced_pod(k8s_namespace, label_selector=selector).items
+            if p.metadata.deletion_timestamp is None]
+    assert [p.metadata.name for p in pods] != [pod.metadata.name] and len(pods) == 1
+    model = server.model(name)
+    assert model["live_version"] == 1 and {v["version"]: v["status"] for v in model["versions"]} == {1: "live"}
+    assert core.read_namespaced_service(f"gazelle-{name}", k8s_namespace).spec.selector[
+        "gazelle.dev/version"] == "1"
 
 
 def test_a_restarted_server_serves_again_after_a_pod_was_deleted_and_its_store_matches_the_cluster(

@@ -21,10 +21,12 @@ from gazelle.server.targets import Release
 from gazelle.server.targets import _k8s_objects as objects
 from gazelle.server.targets.kubernetes import KubernetesTarget
 from tests.e2e._k8s import kube  # noqa: F401  (a fixture)
+from tests.helpers import SlowToLoad
 from tests.integration._server import wait_for
 from tests.integration._local import Boom
 
 MODEL = "wordcount"
+
 
 
 def scaled_counts(factor: int) -> Callable[[list[str]], list[int]]:
@@ -238,6 +240,49 @@ def test_restore_creates_again_a_live_version_the_cluster_lost(
     assert [(r.version, predict(r.url, ["x y z"])["predictions"]) for r in back] == [(1, [3])]
     stable = client.CoreV1Api(kube).read_namespaced_service("gazelle-wordcount", k8s_namespace)
     assert stable.spec.selector["gazelle.dev/version"] == "1"
+
+
+def test_the_endpoint_watch_follows_a_pod_the_deployment_replaces(
+        v1: tuple[Release, str], target: KubernetesTarget, kube: Any, k8s_namespace: str) -> None:
+    """Host-network mode: the replacement listens on the same node port, so what changes is the pod
+    behind the address; the watch drops the deleted pod's endpoint and lists the new pod once ready."""
+    from kubernetes import client
+
+    wait_for(lambda: target.addresses(MODEL, 1), "the watch seeing version 1's ready endpoint")
+    before = target.addresses(MODEL, 1)
+    (old,) = [e.pod for e in target.endpoints(MODEL, 1) or [] if e.ready]
+    client.CoreV1Api(kube).delete_namespaced_pod(old, k8s_namespace, grace_period_seconds=0)
+
+    def replaced() -> bool:
+        found = target.endpoints(MODEL, 1) or []
+        return old not in {e.pod for e in found} and any(e.ready for e in found)
+
+    wait_for(replaced, "the watch listing the replacement pod ready and not the deleted one", timeout=150)
+    (new,) = [e.pod for e in target.endpoints(MODEL, 1) or [] if e.ready]
+    assert new != old and new in names_of(kube, k8s_namespace, MODEL, 1)["pods"]
+    assert target.addresses(MODEL, 1) == before, "the same node port, another pod behind it"
+    assert predict(before[0], ["x y z w"])["predictions"] == [4]
+
+
+def test_a_model_slower_to_load_than_its_startup_budget_fails_saying_the_probe_failed(
+        v1: tuple[Release, str], image: Any, target: KubernetesTarget, kubeconfig: str, kube: Any,
+        k8s_namespace: str) -> None:
+    options = objects.Options(namespace=k8s_namespace, host_network=True, startup_seconds=5)
+    impatient = KubernetesTarget(options, kubeconfig=kubeconfig, ready_timeout=150)
+    ref, manifest = image(SlowToLoad(3600), MODEL)
+    try:
+        with pytest.raises(TargetError) as failed:
+            impatient.deploy(release(ref, manifest, 12), lambda line: None)
+    finally:
+        impatient.close()
+    message = str(failed.value)
+    assert "failed its startup probe" in message and "Startup probe failed:" in message, message
+    assert "GAZELLE_K8S_STARTUP_SECONDS" in message
+    assert failed.value.detail and "Unhealthy" in failed.value.detail
+    found = names_of(kube, k8s_namespace, MODEL, 12)
+    assert not found["deployments"] and not found["services"]
+    (live,) = target.addresses(MODEL, 1) or []   # restored on a port of its own, not v1's first one
+    assert predict(live, ["a b"])["predictions"] == [2], "the previous version keeps serving"
 
 
 def test_delete_removes_every_object_of_the_model(

@@ -14,6 +14,7 @@ import psutil
 import pytest
 
 from gazelle.server.jobs import RESTART_MESSAGE
+from tests.helpers import SlowToLoad
 from tests.integration._server import (bundle, doubled_lengths, kill_runtimes, lengths, runtime_pids, start_server,
                                        wait_for)
 
@@ -145,28 +146,13 @@ def test_kill_9_of_the_master_leaves_the_models_serving_for_the_next_start(tmp_p
         kill_runtimes(data_dir)
 
 
-class SlowToLoad:
-    """Takes a while to unpickle, as a large model does."""
-
-    def predict(self, rows: list[str]) -> list[int]:
-        return [len(r) for r in rows]
-
-    def __getstate__(self) -> dict[str, bool]:
-        return {"slow": True}
-
-    def __setstate__(self, state: dict[str, bool]) -> None:
-        import time as _time
-
-        _time.sleep(8)
-
-
 def test_after_a_restart_each_model_serves_once_its_own_runtime_is_back_and_never_502s(tmp_path: Path) -> None:
     data_dir = tmp_path / "data"
     first = start_server(data_dir)
     second = None
     try:
         first.deploy("quick", bundle(lengths, "quick"))
-        first.deploy("sluggish", bundle(SlowToLoad(), "sluggish"))
+        first.deploy("sluggish", bundle(SlowToLoad(8), "sluggish"))
         first.kill()
         kill_runtimes(data_dir)   # both must be started again, not adopted
 

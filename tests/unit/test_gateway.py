@@ -222,6 +222,16 @@ def test_refused_connection_is_retried_once_on_the_new_live_version(gw: Gateway)
     assert gw.resolved == 2
 
 
+def test_a_refused_replica_is_retried_on_another_ready_address_of_the_same_version(
+        gw: Gateway, upstreams: dict[int, _Server]) -> None:
+    # the route table hands out the dead replica first each time (its round robin just came round)
+    gw.routes[("accounts", 5)] = Route("accounts", 5, _closed_url(), True, alternatives=(upstreams[1].url,))
+    got = gw.client.post("/m/accounts/v/5/predict", data=b"payload", content_type="text/plain")
+    assert got.status_code == 200
+    assert got.get_json()["upstream"] == "v1" and got.get_json()["body"] == "payload"
+    assert gw.resolved == 2
+
+
 def test_retry_resends_a_body_the_dead_upstream_had_partly_read(gw: Gateway) -> None:
     hangup = _HangUp()
     try:

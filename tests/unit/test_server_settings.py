@@ -89,19 +89,27 @@ def test_kubernetes_target_is_wired_from_the_k8s_settings_without_io(tmp_path: P
     settings = Settings.from_env({"GAZELLE_TARGET": "kubernetes", "GAZELLE_REGISTRY": "127.0.0.1:5000/models",
                                   "GAZELLE_K8S_NAMESPACE": "models", "GAZELLE_K8S_HOST_NETWORK": "true",
                                   "GAZELLE_K8S_KEEP_VERSIONS": "5", "GAZELLE_K8S_IMAGE_PULL_SECRETS": "regcred",
-                                  "GAZELLE_K8S_INGRESS_HOST": "{name}.models.example.com"}, data_dir=tmp_path)
+                                  "GAZELLE_K8S_INGRESS_HOST": "{name}.models.example.com",
+                                  "GAZELLE_K8S_STARTUP_SECONDS": "45", "GAZELLE_K8S_GATEWAY": "service"},
+                                 data_dir=tmp_path)
     wired = wiring.build(settings)
     assert isinstance(wired.builder, AppendBuilder) and isinstance(wired.target, KubernetesTarget)
     assert wired.publish is not None
     options = wired.target.options
     assert (options.namespace, options.host_network, options.image_pull_secrets) == ("models", True, ("regcred",))
     assert options.ingress_host == "{name}.models.example.com" and wired.target.keep_versions == 5
+    assert options.startup_seconds == 45 and options.gateway == "service"
+    # the version's Service, no EndpointSlice watch (nor any other I/O)
+    assert wired.target.addresses("accounts", 3) == ["http://gazelle-accounts-v3.models.svc:80"]
+    assert wired.addresses == wired.target.addresses, "the gateway asks the target's EndpointSlice watch"
     assert list(tmp_path.iterdir()) == [], "wiring must do no I/O"
 
 
 @pytest.mark.parametrize("variable, value, message", [
     ("GAZELLE_K8S_HOST_NETWORK", "maybe", "GAZELLE_K8S_HOST_NETWORK must be true or false"),
     ("GAZELLE_K8S_KEEP_VERSIONS", "-1", "GAZELLE_K8S_KEEP_VERSIONS must be 0 or more"),
+    ("GAZELLE_K8S_STARTUP_SECONDS", "0", "GAZELLE_K8S_STARTUP_SECONDS must be 1 or more"),
+    ("GAZELLE_K8S_GATEWAY", "ingress", "GAZELLE_K8S_GATEWAY must be one of endpoints, service"),
     ("GAZELLE_K8S_INGRESS_HOST", "models.example.com", "GAZELLE_K8S_INGRESS_HOST must contain {name}"),
     ("GAZELLE_K8S_ENV_SECRETS", "ok,Not_A_Name", "GAZELLE_K8S_ENV_SECRETS: 'Not_A_Name' is not"),
 ])

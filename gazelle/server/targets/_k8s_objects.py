@@ -78,11 +78,17 @@ class Options:
     startup_seconds: int = 600                  # how long a model may take to load before it is killed
     termination_grace: int = 30
     runtime_tokens: bool = False                # private versions mount the tokens Secret
+    gateway: str = "endpoints"                  # how the gateway reaches a version: choices.K8S_GATEWAYS
     api: ApiVersions = field(default_factory=ApiVersions)
 
 
 def deployment_name(name: str, version: int) -> str:
     return f"gazelle-{name}-v{version}"
+
+
+def service_url(name: str, version: int, options: Options) -> str:
+    """The version Service's address inside the cluster."""
+    return f"http://{deployment_name(name, version)}.{options.namespace}.svc:{SERVICE_PORT}"
 
 
 def stable_name(name: str) -> str:

@@ -8,7 +8,11 @@ Read from the pods' own status, polled (a watch would hold a connection per depl
 - a container that exited before the version was ready (the model raised while loading, an environment
   mismatch, a crash loop, the OOM killer): the sentence ``_logs.exit_cause`` reads from its last lines;
 - ``CreateContainerConfigError`` (a missing Secret the environment refers to);
-- the Deployment's progress deadline, and the target's own ready timeout (probes that never pass).
+- failing probes: a container the kubelet restarted because its startup or liveness probe failed (a
+  model slower to load than the startup budget, ``GAZELLE_K8S_STARTUP_SECONDS``), and the target's own
+  ready timeout while the readiness probe fails; the message quotes the probe's last failure from the
+  pod's events ("Startup probe failed: ... connection refused");
+- the Deployment's progress deadline.
 
 Each is a ``TargetError`` whose ``detail`` holds the pods' events and the container's last log lines.
 Progress (scheduled, pulling, started, ready 1/2) goes to ``log``, each line once.
@@ -53,8 +57,11 @@ class Rollout:
                 return ready
             self._check_deadline()
             if time.monotonic() > deadline:
+                events = pod_events(self.core, self.namespace, [p.metadata.name for p in pods])
+                probe = _probe_failure(events)
                 raise self._failure(f"{self.subject} was not ready after {self.timeout:g}s "
-                                    f"({len(ready)}/{self.replicas} pods ready)", pods)
+                                    f"({len(ready)}/{self.replicas} pods ready)"
+                                    + (f": {probe}" if probe else ""), pods, events=events)
             time.sleep(POLL_SECONDS)
 
     def _pods(self, owner: str) -> list[Any]:
@@ -99,6 +106,13 @@ class Rollout:
     def _exited(self, pod: Any, status: Any, ended: Any) -> TargetError:
         previous = status.state.terminated is None   # already restarted: the log of the run that ended
         lines = self._pod_log(pod.metadata.name, previous=previous)
+        events = pod_events(self.core, self.namespace, [pod.metadata.name])
+        killed = _probe_kill(events, int(ended.exit_code or 0))
+        if killed is not None and ended.reason != "OOMKilled":
+            hint = ("; a model that needs longer to load needs a larger GAZELLE_K8S_STARTUP_SECONDS"
+                    if killed == "startup" else "")
+            return self._failure(f"{self.subject} failed its {killed} probe and was restarted: "
+                                 f"{_probe_failure(events, killed) or 'no answer'}{hint}", [pod], lines, events)
         if ended.reason == "OOMKilled":
             limits = [(c.resources.limits or {}).get("memory") for c in pod.spec.containers
                       if c.name == status.name and c.resources is not None]
@@ -124,8 +138,10 @@ class Rollout:
             return []
         return str(text).splitlines()
 
-    def _failure(self, message: str, pods: list[Any], lines: list[str] | None = None) -> TargetError:
-        events = pod_events(self.core, self.namespace, [p.metadata.name for p in pods])
+    def _failure(self, message: str, pods: list[Any], lines: list[str] | None = None,
+                 events: list[str] | None = None) -> TargetError:
+        if events is None:
+            events = pod_events(self.core, self.namespace, [p.metadata.name for p in pods])
         detail = ["events:", *events] if events else []
         if lines:
             detail += ["last log lines:", *lines[-_TAIL:]]
@@ -134,6 +150,33 @@ class Rollout:
 
 def _ready(pod: Any) -> bool:
     return any(c.type == "Ready" and c.status == "True" for c in pod.status.conditions or [])
+
+
+def _probe_failure(events: list[str], kind: str | None = None) -> str | None:
+    """The last "<Kind> probe failed: ..." among ``pod_events`` lines (of ``kind`` when given)."""
+    kinds = (kind.capitalize(),) if kind else ("Startup", "Liveness", "Readiness")
+    for line in reversed(events):
+        for name in kinds:
+            at = line.find(f"{name} probe failed: ")
+            if at >= 0:
+                return line[at:]
+    return None
+
+
+def _probe_kill(events: list[str], exit_code: int) -> str | None:
+    """"startup" or "liveness" when the kubelet restarted a container for failing that probe: its
+    "Killing" event says so, or the container ended by SIGTERM or SIGKILL after that probe failed (the
+    event may not be listed yet when the status shows the exit)."""
+    for line in reversed(events):
+        for kind in ("startup", "liveness"):
+            if f"failed {kind} probe" in line:
+                return kind
+    if exit_code in (128 + 9, 128 + 15):
+        last = _probe_failure(events)
+        for kind in ("startup", "liveness"):
+            if last is not None and last.startswith(f"{kind.capitalize()} probe failed"):
+                return kind
+    return None
 
 
 def pod_events(core: Any, namespace: str, pods: list[str]) -> list[str]:

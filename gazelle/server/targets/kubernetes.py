@@ -9,14 +9,18 @@ version that has been live to zero and keeps it (the newest ``keep_versions`` of
 scales it back up without a rebuild; a version that never went live is removed.
 
 Addresses: ``Running.url`` is ``http://ip:port`` of one ready endpoint of the version's Service, read
-from its EndpointSlices (so the gateway needs no kube-proxy); ``restore`` reads it again. In
+from its EndpointSlices (so the sanity check needs no kube-proxy); ``restore`` reads it again. The
+gateway asks ``addresses`` instead, which answers from an EndpointSlice watch (``_k8s_endpoints``,
+started on first use): every ready pod of the version, as pods are replaced. In
 host-network mode each version gets its own port on the node, chosen free among the namespace's
 versions. The cluster comes from ``KUBECONFIG`` (or ``kubeconfig``), else the in-cluster service
 account; EndpointSlice, HPA and PDB API versions are chosen by discovery on first use.
 
-Limits: the URL is one pod's; when that pod goes away the gateway fails over only after the next
-``restore``. Versions are found by labels, so objects edited by hand to drop them are not seen. The
-constructor does no I/O; versions never stop with the server (``close`` only closes the client).
+Limits: ``Running.url`` is one pod's; it is what the gateway uses while the watch cannot say (before
+its first list, or while the API server is away). Versions are found by labels, so objects edited by
+hand to drop them are not seen. The constructor does no I/O; versions never stop with the server
+(``close`` stops the watch and closes the client). ``options.gateway == "service"`` sends the gateway
+to each version's Service instead (kube-proxy balances), with no watch.
 """
 from __future__ import annotations
 
@@ -29,10 +33,12 @@ from typing import Any, Callable, Iterator, Mapping
 from gazelle.errors import TargetError
 from gazelle.server.targets import Log, Release, Running
 from gazelle.server.targets import _k8s_objects as objects
+from gazelle.server.targets._k8s_endpoints import SELECTOR, Endpoint, EndpointWatch, parse_slice
 from gazelle.server.targets._k8s_rollout import Rollout, wait_until
 
 LIVE_ANNOTATION = "gazelle.dev/was-live"
 _RESTORE_AT_ONCE = 4
+WATCH_SECONDS = 240   # the API server ends each watch after this; it is resumed at once
 PORT_RANGE = (20000, 29999)   # below the kernel's ephemeral range: no client socket sits on them
 _API_CHOICES = {"hpa": ("HorizontalPodAutoscaler", ("autoscaling/v2", "autoscaling/v2beta2")),
                 "pdb": ("PodDisruptionBudget", ("policy/v1", "policy/v1beta1")),
@@ -52,6 +58,7 @@ class KubernetesTarget:
         self._lock = threading.Lock()
         self._client: Any = None
         self._dynamic: Any = None
+        self._watch: EndpointWatch | None = None
 
     # -- clients -----------------------------------------------------------------------------------
 
@@ -227,6 +234,10 @@ class KubernetesTarget:
 
     def close(self) -> None:
         with self._lock:
+            watch, self._watch = self._watch, None
+        if watch is not None:
+            watch.close()
+        with self._lock:
             if self._client is not None:
                 self._client.close()
             self._client = self._dynamic = None
@@ -318,17 +329,90 @@ class KubernetesTarget:
             namespace=self.options.namespace,
             label_selector=f"kubernetes.io/service-name={objects.deployment_name(name, version)}")
         for item in slices.to_dict().get("items") or []:
-            ports = [p.get("port") for p in item.get("ports") or [] if p.get("port")]
-            for endpoint in item.get("endpoints") or []:
-                ready = (endpoint.get("conditions") or {}).get("ready")
-                pod = (endpoint.get("targetRef") or {}).get("name")
-                if pods is not None and pod not in pods:
-                    continue
-                if ports and ready is not False and endpoint.get("addresses"):
-                    address = endpoint["addresses"][0]
-                    host = f"[{address}]" if ":" in address else address
-                    return f"http://{host}:{ports[0]}"
+            parsed = parse_slice(item)
+            for endpoint in parsed[1] if parsed is not None else []:
+                if endpoint.ready and (pods is None or endpoint.pod in pods):
+                    return endpoint.url
         return None
+
+    # -- the gateway's addresses -------------------------------------------------------------------
+
+    def addresses(self, name: str, version: int) -> list[str] | None:
+        """The ready addresses of a version, from the EndpointSlice watch (started on first use); None
+        while the watch cannot say, so the caller uses the address ``deploy`` returned. With
+        ``options.gateway == "service"``: the version Service's cluster address, and no watch."""
+        if self.options.gateway == "service":
+            return [objects.service_url(name, version, self.options)]
+        watch = self._endpoint_watch()
+        watch.start()
+        return watch.addresses(name, version)
+
+    def endpoints(self, name: str, version: int) -> list[Endpoint] | None:
+        """Every endpoint of a version the watch knows (ready or not, with its pod); None as for ``addresses``."""
+        watch = self._endpoint_watch()
+        watch.start()
+        return watch.endpoints(name, version)
+
+    def _endpoint_watch(self) -> EndpointWatch:
+        with self._lock:
+            if self._watch is None:
+                self._watch = EndpointWatch(self._list_slices, self._watch_slices)
+            return self._watch
+
+    def _slices_path(self) -> str:
+        self._resources()   # the EndpointSlice API version comes from discovery
+        return f"/apis/{self.options.api.endpoint_slice}/namespaces/{self.options.namespace}/endpointslices"
+
+    def _list_slices(self) -> tuple[list[Any], str]:
+        import json
+
+        answer = self._get(self._slices_path(), [("labelSelector", SELECTOR)], timeout=30.0)
+        try:
+            body = json.loads(answer.data)
+        finally:
+            answer.release_conn()
+        return list(body.get("items") or []), str(body["metadata"]["resourceVersion"])
+
+    def _watch_slices(self, resource_version: str) -> "_WatchStream":
+        query = [("labelSelector", SELECTOR), ("watch", "true"), ("resourceVersion", resource_version),
+                 ("allowWatchBookmarks", "true"), ("timeoutSeconds", str(WATCH_SECONDS))]
+        # The read timeout is past the API server's own end of the watch: a silent, dead connection ends too.
+        return _WatchStream(self._get(self._slices_path(), query, timeout=WATCH_SECONDS + 30.0))
+
+    def _get(self, path: str, query: list[tuple[str, str]], *, timeout: float) -> Any:
+        api = self._api()
+        method, url, headers, _, _ = api.param_serialize(
+            "GET", path, query_params=query, header_params={"Accept": "application/json"},
+            auth_settings=["BearerToken"])
+        answer = api.call_api(method, url, header_params=headers, _request_timeout=(10.0, timeout)).response
+        if answer.status != 200:
+            text = answer.data.decode("utf-8", "replace")[:300]
+            answer.release_conn()
+            raise TargetError(f"the cluster answered {answer.status} listing EndpointSlices: {text}")
+        return answer
+
+
+class _WatchStream:
+    """The lines of one watch answer as event dicts; ``close`` from another thread ends a blocked read."""
+
+    def __init__(self, answer: Any) -> None:
+        self.answer = answer
+
+    def __iter__(self) -> Iterator[Any]:
+        import json
+
+        from kubernetes.watch.watch import iter_resp_lines
+
+        for line in iter_resp_lines(self.answer):
+            if line:
+                yield json.loads(line)
+
+    def close(self) -> None:
+        try:
+            self.answer.shutdown()   # unblocks a read waiting in the watch thread
+        except Exception:   # already closed
+            pass
+        self.answer.release_conn()
 
 
 def _discovered(dynamic: Any, options: objects.Options) -> objects.Options:
