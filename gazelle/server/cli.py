@@ -64,12 +64,16 @@ class GazelleServer(BaseApplication):
         super().__init__()
 
     def load_config(self) -> None:
+        from gazelle.server.worker import GatewayWorker, Limits
+
         s = self.settings
+        GatewayWorker.limits = Limits(header_timeout=s.header_timeout, body_timeout=s.body_timeout,
+                                      per_client=s.max_client_connections)
         host = f"[{s.host}]" if ":" in s.host else s.host
         options: dict[str, Any] = {
             "bind": f"{host}:{s.port}",
             "workers": s.workers,
-            "worker_class": "gthread",
+            "worker_class": "gazelle.server.worker.GatewayWorker",
             "threads": s.threads,
             "timeout": 60,
             # A worker's exit stops the model versions it runs, each with its own grace.

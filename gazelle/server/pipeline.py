@@ -120,7 +120,9 @@ class Pipeline:
                  bundles_dir: Path, base_url: str, publish: Publish | None = None, drain_seconds: float = 2.0,
                  stop_grace: float = 10.0, sanity_timeout: float = 60.0,
                  stage_delay: Mapping[str, float] | None = None, secrets: Sequence[str] = (),
-                 bundles: BundleStore | None = None) -> None:
+                 bundles: BundleStore | None = None, runtime_token: str | None = None) -> None:
+        # Sent with the sanity check: a private model's runtime answers only a token it was given.
+        self._sanity_headers = {"Authorization": f"Bearer {runtime_token}"} if runtime_token else {}
         self.store = store
         self.bundles = bundles or DataDirBundles()
         self.hub = hub
@@ -281,7 +283,7 @@ class Pipeline:
         rec.log(f"POST /predict to version {number} with the {len(sample)} sample row(s)")
         try:
             answer = upstream.client(url).post(upstream.http_url(url, "/predict"), json={"instances": sample},
-                                               timeout=self.sanity_timeout)
+                                               headers=self._sanity_headers, timeout=self.sanity_timeout)
         except httpx.HTTPError as err:
             raise StageFailed("sanity", f"version {number} did not answer the sample: {err}",
                               self._tail(name, number)) from None

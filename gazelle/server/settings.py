@@ -30,7 +30,11 @@ class Settings:
     port: int = 8000
     data_dir: Path = field(default_factory=lambda: Path("~/.gazelle").expanduser())
     workers: int = 1
-    threads: int = 32                      # each open event stream holds one thread
+    threads: int = 32                      # request threads per worker (slow clients hold none)
+    header_timeout: float = 10.0           # seconds a client may take to send a request's headers
+    body_timeout: float = 30.0             # ... and then a body of up to 1 MiB
+    max_client_connections: int = 100      # open connections per client address (0: no bound)
+    max_event_streams: int = 8             # open job event streams per worker (each holds a thread)
     target: str = "local"
     builder: str | None = None             # None: the target's own builder
     registry: str | None = None            # HOST[:PORT]/PREFIX
@@ -76,6 +80,17 @@ class Settings:
             raise ConfigError(f"workers must be at least 1, got {self.workers}")
         if self.threads < 2:
             raise ConfigError(f"threads must be at least 2, got {self.threads}")
+        for variable, value in (("GAZELLE_HEADER_TIMEOUT", self.header_timeout),
+                                ("GAZELLE_BODY_TIMEOUT", self.body_timeout),
+                                ("GAZELLE_MAX_EVENT_STREAMS", self.max_event_streams)):
+            if value <= 0:
+                raise ConfigError(f"{variable} must be positive, got {value}")
+        if self.max_event_streams >= self.threads:
+            raise ConfigError(f"GAZELLE_MAX_EVENT_STREAMS ({self.max_event_streams}) must be below the "
+                              f"threads ({self.threads}), so that event streams leave threads for predictions")
+        if self.max_client_connections < 0:
+            raise ConfigError(f"GAZELLE_MAX_CLIENT_CONNECTIONS must be 0 (no bound) or more, "
+                              f"got {self.max_client_connections}")
         if self.k8s_keep_versions < 0:
             raise ConfigError(f"GAZELLE_K8S_KEEP_VERSIONS must be 0 or more, got {self.k8s_keep_versions}")
         if self.k8s_hpa_max_replicas < 0:
@@ -228,6 +243,10 @@ _ENV: dict[str, tuple[str, Any]] = {
     "data_dir": ("GAZELLE_DATA_DIR", _str),
     "workers": ("GAZELLE_WORKERS", _int),
     "threads": ("GAZELLE_THREADS", _int),
+    "header_timeout": ("GAZELLE_HEADER_TIMEOUT", _float),
+    "body_timeout": ("GAZELLE_BODY_TIMEOUT", _float),
+    "max_client_connections": ("GAZELLE_MAX_CLIENT_CONNECTIONS", _int),
+    "max_event_streams": ("GAZELLE_MAX_EVENT_STREAMS", _int),
     "target": ("GAZELLE_TARGET", _str),
     "builder": ("GAZELLE_BUILDER", _str),
     "registry": ("GAZELLE_REGISTRY", _str),

@@ -417,6 +417,12 @@ class Store:
             rows = c.execute(sa.select(tokens_t).where(tokens_t.c.revoked.is_(None)).order_by(tokens_t.c.id))
             return [_token(r) for r in rows]
 
+    def token_hashes(self) -> dict[str, str]:
+        """The hash and scope of every token not revoked: what runtimes check tokens against."""
+        with self._read() as c:
+            rows = c.execute(sa.select(tokens_t.c.hash, tokens_t.c.scope).where(tokens_t.c.revoked.is_(None)))
+            return {r.hash: r.scope for r in rows}
+
     def revoke_token(self, token_id: int) -> TokenRow | None:
         """Revoke a token for good (its row stays, so a token file holding it is never re-registered);
         the row as it was, or None if there is no such token or it was already revoked."""

@@ -95,8 +95,9 @@ def _docker(settings: Settings, builder_name: str) -> Wiring:
 
     builder: Builder
     builder, publish = append_builder(settings) if builder_name == "append" else docker_builder(settings)
-    return Wiring(builder=builder, target=DockerTarget(_docker_engine, network=settings.docker_network,
-                                                       keychain=_keychain(settings)), publish=publish)
+    target = DockerTarget(_docker_engine, network=settings.docker_network, keychain=_keychain(settings),
+                          tokens_dir=settings.data_dir / "runtime-tokens")
+    return Wiring(builder=builder, target=target, publish=publish)
 
 
 def docker_builder(settings: Settings) -> tuple["DockerBuilder", Publish]:
