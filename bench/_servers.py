@@ -150,15 +150,17 @@ def wrk_path() -> str | None:
     return shutil.which("wrk")
 
 
-def run_wrk(url: str, body_file: Path, *, connections: int, seconds: float) -> dict[str, Any]:
-    """One wrk run (one thread, ``connections`` connections); the numbers post.lua's done() printed."""
+def run_wrk(url: str, body_file: Path, *, connections: int, seconds: float,
+            auth: str | None = None) -> dict[str, Any]:
+    """One wrk run (one thread, ``connections`` connections); the numbers post.lua's done() printed.
+    ``auth``: an Authorization header value sent with every request."""
     wrk = wrk_path()
     if wrk is None:
         raise RuntimeError("wrk is not installed (Debian: apt-get install -y wrk)")
     argv: Sequence[str] = [wrk, "-t1", f"-c{connections}", f"-d{max(1, round(seconds))}s",
                            "--latency", "-s", str(POST_LUA), url]
     out = subprocess.run(argv, capture_output=True, text=True, timeout=seconds + 60,
-                         env={**os.environ, "BENCH_BODY": str(body_file)})
+                         env={**os.environ, "BENCH_BODY": str(body_file), "BENCH_AUTH": auth or ""})
     for line in out.stdout.splitlines():
         if line.startswith("WRK_JSON "):
             result: dict[str, Any] = json.loads(line[len("WRK_JSON "):])

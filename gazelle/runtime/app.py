@@ -27,7 +27,8 @@ from werkzeug.routing import Rule
 
 import gazelle
 from gazelle import bundle as bundles
-from gazelle.runtime import errors, loader, logs, openapi, v2wire, wire
+from gazelle.errors import Unauthorized
+from gazelle.runtime import access, errors, loader, logs, openapi, v2wire, wire
 from gazelle.runtime.dataplane import DataPlane
 from gazelle.runtime.errors import ModelFailure
 from gazelle.runtime.metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE
@@ -215,8 +216,25 @@ def build_app(loaded: loader.Loaded, settings: RuntimeSettings) -> Flask:
         start_response("200 OK", [("Content-Type", _JSON), ("Content-Length", str(len(data)))])
         return [data]
 
+    served: WSGIApp = fast_predict
+    if settings.tokens_file is not None:
+        tokens = access.TokenFile(settings.tokens_file)
+        open_paths = access.OPEN_PATHS
+
+        def guarded(environ: dict[str, Any], start_response: Callable[..., Any]) -> Iterable[bytes]:
+            path = environ.get("PATH_INFO", "")
+            if path in open_paths or tokens.allows(environ.get("HTTP_AUTHORIZATION")):
+                return fast_predict(environ, start_response)
+            environ[ROUTE] = UNMATCHED
+            refused = Unauthorized(f"model {plane.name} is private: send the header "
+                                   "'Authorization: Bearer <token>' with a valid token")
+            answer = error_response(refused, environ, environ.get("REQUEST_METHOD", ""), path)
+            answer.headers["WWW-Authenticate"] = 'Bearer realm="gazelle"'
+            return answer(environ, start_response)
+
+        served = guarded
     access_log = logs.AccessLog() if settings.access_log else None
-    app.wsgi_app = Instrumented(fast_predict, metrics, access_log)  # type: ignore[method-assign]
+    app.wsgi_app = Instrumented(served, metrics, access_log)  # type: ignore[method-assign]
     return app
 
 

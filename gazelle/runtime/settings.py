@@ -13,6 +13,9 @@
     GAZELLE_RUNTIME_MAX_BATCH         most rows joined into one batched model call (512)
     GAZELLE_RUNTIME_REUSE_PORT        0 (default) or 1: bind with SO_REUSEPORT, so that replicas sharing
                                       a host network (pods with hostNetwork on one node) share the port
+    GAZELLE_RUNTIME_TOKENS_FILE       the tokens file the server keeps for this runtime (see
+                                      :mod:`gazelle.runtime.access`): requests need a token listed there
+                                      unless it says public; unset (default): everyone is answered
 
 A value that cannot work raises :class:`gazelle.errors.ConfigError` naming the variable.
 """
@@ -41,6 +44,7 @@ class RuntimeSettings:
     threads: int = 16
     max_batch: int = 512
     reuse_port: bool = False
+    tokens_file: str | None = None
 
     def __post_init__(self) -> None:
         if self.env_check not in ENV_CHECK_MODES:
@@ -70,6 +74,7 @@ class RuntimeSettings:
             threads=_int(env, "GAZELLE_RUNTIME_THREADS", defaults.threads),
             max_batch=_int(env, "GAZELLE_RUNTIME_MAX_BATCH", defaults.max_batch),
             reuse_port=_flag(env, "GAZELLE_RUNTIME_REUSE_PORT", defaults.reuse_port),
+            tokens_file=env.get("GAZELLE_RUNTIME_TOKENS_FILE", "").strip() or None,
         )
 
     def replace(self, **changes: object) -> RuntimeSettings:

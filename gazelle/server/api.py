@@ -16,7 +16,7 @@ from typing import Any, Mapping
 from flask import Blueprint, Response, g, jsonify, request, stream_with_context
 
 from gazelle.booleans import query_flag
-from gazelle.errors import BadRequest, NotFound, UnsupportedMediaType
+from gazelle.errors import BadRequest, NotFound, Unavailable, UnsupportedMediaType
 from gazelle.names import validate_name
 from gazelle.redaction import redact
 from gazelle.server import deployments, events, uploads
@@ -127,7 +127,8 @@ def create_version(name: str) -> tuple[Response, int]:
     public = _flag("public")
     replicas = _arg("replicas", 1, low=1, high=MAX_REPLICAS)
     resources = _resources()
-    digest, manifest = uploads.receive(request, st.bundles_dir, st.settings.max_bundle_bytes, name)
+    digest, manifest = uploads.receive(request, st.bundles_dir, st.settings.max_bundle_bytes, name,
+                                       keep=st.pipeline.bundles)
     return _accepted(deployments.deploy_bundle(st, name, digest, manifest, public=public, replicas=replicas,
                                                resources=resources))
 
@@ -197,8 +198,11 @@ def job_events(job_id: str) -> Response:
     deployments.job(st, job_id)
     raw = request.headers.get("Last-Event-ID") or request.args.get("after") or "0"
     after = _number(raw, "Last-Event-ID", low=0, high=1 << 62)
-    body = stream_with_context(events.stream(st.store, st.hub, job_id, after, logs=_sees_logs()))
-    return Response(body, mimetype="text/event-stream",
+    body = st.streams.open(events.stream(st.store, st.hub, job_id, after, logs=_sees_logs()))
+    if body is None:
+        raise Unavailable(f"this server already streams {st.streams.limit} job event streams; poll "
+                          f"GET /api/v1/jobs/{job_id} instead, or try again", retry_after=1)
+    return Response(stream_with_context(body), mimetype="text/event-stream",
                     headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"})
 
 

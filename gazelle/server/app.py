@@ -1,8 +1,8 @@
 """``create_app(settings)``: the build server as a Flask app (API, gateway, health), ready to serve.
 
-Creating the app opens the store (creating its tables), makes the first admin token if there is none
+Creating the app opens the store (migrating its schema), makes the first admin token if there is none
 (``{data_dir}/token``), wires builder and target, and starts the job runner thread, which takes the
-runner lock, recovers from an earlier run (failing interrupted jobs, restoring live versions) and then
+runner lock (or, with several replicas, claims jobs with leases: see ``jobs``), recovers from an earlier run (failing interrupted jobs, restoring live versions) and then
 runs queued jobs. ``settings.run_jobs=False`` makes an app that serves the API and queues jobs but
 never runs them (no process is started, no target is touched).
 
@@ -23,13 +23,14 @@ from werkzeug.exceptions import HTTPException
 from gazelle.errors import GazelleError
 from gazelle.server import wiring
 from gazelle.server.api import api, health
-from gazelle.server.auth import Auth
-from gazelle.server.events import EventHub
+from gazelle.server.auth import Auth, hash_token
+from gazelle.server.events import EventHub, StreamBudget
 from gazelle.server.gateway import gateway_blueprint
 from gazelle.server.jobs import JobRunner
 from gazelle.server.metrics import Metrics
 from gazelle.server.pipeline import Pipeline
 from gazelle.server.routes import RouteTable
+from gazelle.server.runtime_access import TokenPublisher, gateway_token
 from gazelle.server.settings import Settings
 from gazelle.server.state import ServerState, state as _state
 from gazelle.server.store import Store
@@ -59,22 +60,40 @@ def create_app(settings: Settings | None = None, *, boot_time: float | None = No
     hub = EventHub()
     routes = RouteTable(store, ttl=min(1.0, settings.drain_seconds / 2) if settings.drain_seconds else 0.0,
                         addresses=wired.addresses)
+    # What the gateway and the sanity check show a private model's runtime: the same in every process
+    # of this server, and in every replica that shares GAZELLE_ADMIN_TOKEN. Its hash is in the store, so
+    # every replica's runtimes accept every replica's gateway.
+    service_token = gateway_token(settings.admin_token or settings.token_path.read_text().strip())
+    auth.ensure_gateway_token(service_token)
     pipeline = Pipeline(store, hub, wired.builder, wired.target, routes, bundles_dir=bundles_dir,
                         base_url=settings.base_url, publish=wired.publish,
                         drain_seconds=settings.drain_seconds, stop_grace=settings.stop_grace,
                         sanity_timeout=settings.sanity_timeout, stage_delay=settings.stage_delay,
-                        secrets=wiring.secrets_of(settings))
-    runner = JobRunner(store, pipeline.run, lock_path=settings.data_dir / "runner.lock",
-                       on_acquire=lambda: pipeline.recover(boot_time), on_crash=pipeline.fail_job)
+                        secrets=wiring.secrets_of(settings), bundles=wiring.bundle_store(settings, store),
+                        runtime_token=service_token)
+    publisher = TokenPublisher(store.token_hashes, wired.target, extra={hash_token(service_token): "predict"})
+    shared = wiring.shared_jobs(settings)
+
+    def acquired() -> None:
+        publisher.start()   # before any runtime starts: each one gets its tokens file from its first moment
+        pipeline.recover(boot_time, shared=shared)
+
+    runner = JobRunner(store, pipeline.run, lock_path=None if shared else settings.data_dir / "runner.lock",
+                       on_acquire=acquired, on_crash=pipeline.fail_job,
+                       owner=wiring.replica_id() if shared else None, lease=settings.job_lease_seconds,
+                       on_expired=pipeline.replica_stopped)
+    pipeline.lease_lost = runner.lost
     metrics = Metrics(store, lambda: runner.is_runner)
-    state = ServerState(settings, store, auth, hub, routes, wired, pipeline, runner, metrics, bundles_dir)
+    state = ServerState(settings, store, auth, hub, routes, wired, pipeline, runner, metrics, bundles_dir, publisher,
+                        StreamBudget(settings.max_event_streams))
 
     app = Flask("gazelle.server")
     app.extensions["gazelle"] = state
     app.json.sort_keys = False  # type: ignore[attr-defined]
     app.register_blueprint(api)
     app.register_blueprint(health)
-    app.register_blueprint(gateway_blueprint(routes.resolve, auth.authorize_predict))
+    app.register_blueprint(gateway_blueprint(routes.resolve, auth.authorize_predict,
+                                             upstream_authorization=f"Bearer {service_token}"))
     app.register_error_handler(Exception, _error_answer)
     app.before_request(_started)
     app.after_request(_observed)

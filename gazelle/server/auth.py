@@ -128,6 +128,16 @@ class Auth:
         log.info("created an admin token in %s", path)
         return True
 
+    def ensure_gateway_token(self, token: str) -> None:
+        """Register the hash of the token this server's processes show runtimes (predict scope), so the
+        tokens every replica hands its runtimes include every replica's gateway token."""
+        if self.store.token_by_hash(hash_token(token)) is not None or self.store.token_revoked(hash_token(token)):
+            return
+        try:
+            self.store.add_token("gateway (server processes)", "predict", hash_token(token))
+        except sa.exc.IntegrityError:   # another process registered it at the same moment
+            pass
+
     def ensure_given_admin_token(self, token: str) -> bool:
         """Register ``token`` (``GAZELLE_ADMIN_TOKEN``) as an admin token unless known; True if added.
 

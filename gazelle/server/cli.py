@@ -3,9 +3,10 @@
 One worker process with many threads by default (``gthread``: each open event stream holds a thread).
 With ``--workers`` > 1 every worker serves the API and the gateway from the shared store, and exactly
 one of them, the holder of ``{data_dir}/runner.lock``, runs the jobs and owns the runtime processes
-(``jobs.JobRunner``); if it dies, another worker takes over.
+(``jobs.JobRunner``); if it dies, another worker takes over. With PostgreSQL and a docker or
+kubernetes target, every worker of every replica claims jobs in the database instead (``jobs``).
 
-Before the workers start, the master creates the tables and the admin token, so workers never race
+Before the workers start, the master migrates the schema (``migrations``) and creates the admin token, so workers never race
 for them, and checks the configuration, so a bad setting fails with one line instead of a worker loop.
 A clean exit (Ctrl-C, SIGTERM) stops the model versions the server runs; a killed server leaves them
 running, and the next start adopts them.
@@ -63,12 +64,16 @@ class GazelleServer(BaseApplication):
         super().__init__()
 
     def load_config(self) -> None:
+        from gazelle.server.worker import GatewayWorker, Limits
+
         s = self.settings
+        GatewayWorker.limits = Limits(header_timeout=s.header_timeout, body_timeout=s.body_timeout,
+                                      per_client=s.max_client_connections)
         host = f"[{s.host}]" if ":" in s.host else s.host
         options: dict[str, Any] = {
             "bind": f"{host}:{s.port}",
             "workers": s.workers,
-            "worker_class": "gthread",
+            "worker_class": "gazelle.server.worker.GatewayWorker",
             "threads": s.threads,
             "timeout": 60,
             # A worker's exit stops the model versions it runs, each with its own grace.

@@ -24,6 +24,29 @@ from gazelle.server.store import EventRow, Store
 KEEPALIVE_SECONDS = 15.0
 POLL_SECONDS = 1.0
 
+
+class StreamBudget:
+    """At most ``limit`` open event streams per process: each holds a request thread for as long as
+    its job runs, and predictions must always find one. One stream over the budget is refused (503
+    with Retry-After; the client then polls the job instead). A client that goes away frees its slot
+when the stream next writes to it: at most ``KEEPALIVE_SECONDS`` later."""
+
+    def __init__(self, limit: int) -> None:
+        self.limit = limit
+        self._slots = threading.BoundedSemaphore(limit)
+
+    def open(self, body: Iterable[bytes]) -> Iterator[bytes] | None:
+        """``body`` holding one slot until it ends or is closed; None when none is free."""
+        if not self._slots.acquire(blocking=False):
+            return None
+        return self._held(iter(body))
+
+    def _held(self, body: Iterator[bytes]) -> Iterator[bytes]:
+        try:
+            yield from body
+        finally:
+            self._slots.release()
+
 class EventHub:
     """Wakes the event streams of this process when a job records an event."""
 

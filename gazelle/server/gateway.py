@@ -8,8 +8,11 @@
   ``Unauthorized`` / ``Forbidden`` (it lets public routes through).
 
 Forwarding: method, path, query string and body (streamed, both ways) go to the runtime; hop-by-hop
-headers and ``Authorization`` (the runtime needs no token) do not. ``X-Forwarded-For/-Proto/-Host/
--Prefix`` are added, ``X-Request-ID`` is passed through (made when absent) and echoed back. One pooled
+headers do not. Runtimes check tokens themselves too (``runtime_access``), so for a private model the
+gateway, once it has checked the caller's token, sends ``upstream_authorization`` (the server's
+gateway token, ``runtime_access.gateway_token``) or, without one, the credentials it accepted (the
+sign-in cookie's token included) as ``Authorization``; for a public one no credentials go on.
+``X-Forwarded-For/-Proto/-Host/-Prefix`` are added, ``X-Request-ID`` is passed through (made when absent) and echoed back. One pooled
 HTTP client per runtime and process (``upstream``) keeps connections to the runtimes alive. A runtime
 on a unix socket is reached only after checking that its path is a socket, not a link.
 
@@ -100,7 +103,10 @@ class UpstreamTimeout(GazelleError):
         super().__init__(f"model {route.name} version {route.version} did not answer within {READ_TIMEOUT:g} s")
 
 
-def gateway_blueprint(resolve: Resolve, authorize: Authorize) -> Blueprint:
+def gateway_blueprint(resolve: Resolve, authorize: Authorize, *,
+                      upstream_authorization: str | None = None) -> Blueprint:
+    """``upstream_authorization``: what a private model's runtime is shown once ``authorize`` passed;
+    None: the caller's own credentials."""
     bp = Blueprint("gateway", __name__)
 
     @bp.errorhandler(GazelleError)
@@ -146,13 +152,13 @@ def gateway_blueprint(resolve: Resolve, authorize: Authorize) -> Blueprint:
     @bp.route("/m/<name>/", methods=METHODS, defaults={"rest": ""}, provide_automatic_options=False)
     @bp.route("/m/<name>/<path:rest>", methods=METHODS, provide_automatic_options=False)
     def live(name: str, rest: str) -> Response:
-        return _forward(resolve, authorize, name, None, rest)
+        return _forward(resolve, authorize, name, None, rest, upstream_authorization)
 
     @bp.route(f"/m/<name>/v/<{_VERSION}:version>/", methods=METHODS, defaults={"rest": ""},
               provide_automatic_options=False)
     @bp.route(f"/m/<name>/v/<{_VERSION}:version>/<path:rest>", methods=METHODS, provide_automatic_options=False)
     def pinned(name: str, version: int, rest: str) -> Response:
-        return _forward(resolve, authorize, name, version, rest)
+        return _forward(resolve, authorize, name, version, rest, upstream_authorization)
 
     return bp
 
@@ -186,7 +192,8 @@ def _lookup(resolve: Resolve, name: str, version: int | None) -> Route:
     return route
 
 
-def _forward(resolve: Resolve, authorize: Authorize, name: str, version: int | None, rest: str) -> Response:
+def _forward(resolve: Resolve, authorize: Authorize, name: str, version: int | None, rest: str,
+             upstream_authorization: str | None) -> Response:
     route = _lookup(resolve, name, version)
     try:
         authorize(route)
@@ -199,6 +206,10 @@ def _forward(resolve: Resolve, authorize: Authorize, name: str, version: int | N
         request_id = uuid.uuid4().hex
     prefix = f"/m/{name}" if version is None else f"/m/{name}/v/{version}"
     headers = _request_headers(request_id, request.script_root + prefix)
+    if not route.public:
+        credentials = upstream_authorization or presented_authorization()
+        if credentials:
+            headers.append((b"Authorization", credentials.encode("latin-1", errors="replace")))
     body = _Body(request.stream) if _has_body() else None
     target = quote(rest, safe="/:@!$&'()*+,;=-._~")
     query = request.query_string

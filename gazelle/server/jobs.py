@@ -5,10 +5,19 @@ transitions and log lines go to the job row and to ``job_events`` (which the SSE
 follow). ``JobRunner`` runs queued jobs on threads of this process: one job at a time per model, in the
 order they were queued; different models run in parallel.
 
-The store is the queue. Any server process may queue a job; only the process holding the runner lock
-(``{data_dir}/runner.lock``) runs them and owns the target's processes. Others keep trying to take the
-lock, so when the runner's process dies another one takes over. On taking the lock, the runner first
-fails the jobs that a dead runner left behind (``recover``).
+The store is the queue. Any server process may queue a job. Who runs them depends on the store:
+
+- one machine (SQLite, or the local target, which owns processes on this host): only the process
+  holding the runner lock (``{data_dir}/runner.lock``) runs them. Others keep trying to take the lock,
+  so when the runner's process dies another one takes over; on taking the lock, the runner first fails
+  the jobs that a dead runner left behind (``recover``).
+- several replicas (PostgreSQL and a docker or kubernetes target): every replica runs a runner. A job
+  is claimed in the database (``Store.claim_job``: ``FOR UPDATE SKIP LOCKED``, and a partial unique
+  index lets at most one job per model run) with a lease, owner id and expiry, that the runner's
+  heartbeat renews every third of ``lease`` seconds. A running job whose lease ran out belonged to a
+  replica that stopped: the first replica to take the lease over fails it with ``REPLICA_STOPPED``.
+  A replica that finds its own lease gone (it was paused past the expiry and another took over)
+  stops working on the job at its next stage or log line (``LeaseLost``), and writes nothing more.
 """
 from __future__ import annotations
 
@@ -31,6 +40,7 @@ log = logging.getLogger("gazelle.server")
 STAGES = ("check", "build", "push", "deploy", "sanity", "live")
 DELETE_STAGES = ("delete",)
 RESTART_MESSAGE = "the server stopped while this job was running (restart)"
+REPLICA_STOPPED = "the replica running this job stopped"
 ERROR_LOG_LINES = 20
 
 
@@ -67,12 +77,21 @@ def job_json(job: JobRow, base_url: str) -> dict[str, Any]:
     }
 
 
+class LeaseLost(BaseException):
+    """This replica's lease on a job is gone: another replica owns the job now.
+
+    A ``BaseException`` so that no stage's ``except Exception`` turns it into a failure to record:
+    the job is no longer ours to write.
+    """
+
+
 class JobRecorder:
     """Writes one job's progress: its row (status, stage, stages, error) and its events."""
 
     def __init__(self, store: Store, hub: EventHub, job: JobRow, base_url: str,
-                 secrets: Iterable[str] = ()) -> None:
+                 secrets: Iterable[str] = (), lost: Callable[[str], bool] = lambda job_id: False) -> None:
         self.store = store
+        self.lost = lost
         self.hub = hub
         self.job_id = job.id
         self.model = job.model
@@ -84,10 +103,16 @@ class JobRecorder:
         self._lock = threading.Lock()        # builders may log from helper threads
 
     def _event(self, kind: str, data: dict[str, Any]) -> None:
+        self._check_lease()
         self.store.add_event(self.job_id, kind, data)
         self.hub.notify()
 
+    def _check_lease(self) -> None:
+        if self.lost(self.job_id):
+            raise LeaseLost(self.job_id)
+
     def _set_stage(self, name: str, status: str, message: str | None) -> None:
+        self._check_lease()
         now = time.time()
         message = redact(message, self.secrets) if message else message
         for s in self.stages:
@@ -132,6 +157,7 @@ class JobRecorder:
         message = redact(message, self.secrets)
         lines = [redact(line, self.secrets) for line in (list(logs) or self.recent)][-ERROR_LOG_LINES:]
         with self._lock:
+            self._check_lease()
             self._set_stage(name, "failed", message)
             error = {"stage": name, "message": message, "logs": lines}
             self.store.update_job(self.job_id, status="failed", error=error, finished=time.time())
@@ -139,6 +165,7 @@ class JobRecorder:
 
     def succeed(self) -> None:
         with self._lock:
+            self._check_lease()
             self.store.update_job(self.job_id, status="succeeded", finished=time.time())
             self._end()
 
@@ -156,7 +183,8 @@ class JobRunner:
     def __init__(self, store: Store, execute: Callable[[JobRow], None], *, lock_path: Path | None,
                  on_acquire: Callable[[], None] = lambda: None,
                  on_crash: Callable[[str, str], None] | None = None, poll: float = 0.5,
-                 max_parallel: int = 8) -> None:
+                 max_parallel: int = 8, owner: str | None = None, lease: float = 30.0,
+                 on_expired: Callable[[JobRow], None] | None = None) -> None:
         self.store = store
         self.execute = execute
         self.on_crash = on_crash
@@ -164,6 +192,13 @@ class JobRunner:
         self.on_acquire = on_acquire
         self.poll = poll
         self.max_parallel = max_parallel
+        # owner set (and no lock): several replicas, jobs claimed with a lease (see the module docstring)
+        self.owner = owner
+        self.lease = lease
+        self.on_expired = on_expired
+        self._running: dict[str, str] = {}      # job id -> model, of the jobs this runner works on
+        self._lost: set[str] = set()
+        self._renewed = 0.0
         self._busy: set[str] = set()
         self._threads: dict[str, threading.Thread] = {}
         self._cond = threading.Condition()
@@ -208,6 +243,11 @@ class JobRunner:
             self._lock_file.close()
             self._lock_file = None
 
+    def lost(self, job_id: str) -> bool:
+        """Whether this runner's lease on ``job_id`` was taken away."""
+        with self._cond:
+            return job_id in self._lost
+
     def _try_lock(self) -> bool:
         if self.lock_path is None:
             return True
@@ -233,7 +273,10 @@ class JobRunner:
                     return
         self.is_runner = True
         self.phase = "recovering"
-        log.info("this process (pid %d) runs the jobs", os.getpid())
+        if self.owner is None:
+            log.info("this process (pid %d) runs the jobs", os.getpid())
+        else:
+            log.info("this replica (%s) runs jobs it claims, with a %gs lease", self.owner, self.lease)
         try:
             self.on_acquire()
         except Exception:
@@ -244,6 +287,8 @@ class JobRunner:
                 if self._stopping:
                     return
             try:
+                if self.owner is not None:
+                    self._heartbeat()
                 self._dispatch()
             except Exception:
                 # The database may be briefly unreachable; the next round retries.
@@ -253,27 +298,69 @@ class JobRunner:
                     return
                 self._cond.wait(self.poll)
 
+    def _heartbeat(self) -> None:
+        """Renew this replica's leases (noting the lost ones), then fail the jobs of stopped replicas."""
+        assert self.owner is not None
+        now = time.monotonic()
+        if now - self._renewed < self.lease / 3:
+            return
+        with self._cond:
+            mine = list(self._running)
+        held = self.store.renew_leases(self.owner, mine, self.lease)
+        self._renewed = now
+        with self._cond:
+            for job_id in set(mine) - held:
+                if job_id in self._running and job_id not in self._lost:
+                    log.warning("job %s: this replica's lease was taken over; it stops working on it", job_id)
+                    self._lost.add(job_id)
+        for job in self.store.expired_jobs():
+            if job.id in mine:
+                continue
+            if self.store.take_over(job.id, self.owner, self.lease):
+                log.warning("job %s (model %s): the replica running it stopped", job.id, job.model)
+                if self.on_expired is not None:
+                    self.on_expired(job)
+
     def _dispatch(self) -> None:
+        blocked: set[str] = set()     # models whose oldest queued job this round could not claim
         for job in self.store.jobs(statuses=["queued"], limit=500):
             with self._cond:
                 if self._stopping or len(self._busy) >= self.max_parallel:
                     return
-                if job.model in self._busy:
+                if job.model in self._busy or job.model in blocked:
                     continue
-            if not self.store.claim_job(job.id):
+            if not self.store.claim_job(job.id, self.owner, self.lease):
+                blocked.add(job.model)
                 continue
             with self._cond:
+                self._running[job.id] = job.model
                 self._busy.add(job.model)
                 thread = threading.Thread(target=self._run, args=(job.id, job.model),
                                           name=f"gazelle-job-{job.id}", daemon=True)
                 self._threads[job.model] = thread
             thread.start()
 
+    def _end_unfinished(self, job_id: str) -> None:
+        """A job ``execute`` returned from without an outcome would hold its model's running slot (the
+        database's one-running-job index) for ever: it fails instead."""
+        job = self.store.job(job_id)
+        if job is None or job.status not in ACTIVE or self.lost(job_id):
+            return
+        message = "internal error: the job ended without an outcome"
+        if self.on_crash is not None:
+            self.on_crash(job_id, message)
+        else:
+            self.store.update_job(job_id, status="failed", finished=time.time(),
+                                  error={"stage": job.stage, "message": message, "logs": []})
+
     def _run(self, job_id: str, model: str) -> None:
         try:
             job = self.store.job(job_id)
             if job is not None:
                 self.execute(job)
+                self._end_unfinished(job_id)
+        except LeaseLost:
+            log.warning("job %s: stopped here, another replica owns it now", job_id)
         except Exception:
             error_id = uuid.uuid4().hex[:8]
             log.exception("internal error (id %s): job %s crashed outside its stages", error_id, job_id)
@@ -281,10 +368,12 @@ class JobRunner:
                 job = self.store.job(job_id)
                 if job is not None and job.status in ACTIVE and self.on_crash is not None:
                     self.on_crash(job_id, f"internal error (id {error_id})")
-            except Exception:
+            except (Exception, LeaseLost):
                 log.exception("could not record the failure of job %s", job_id)
         finally:
             with self._cond:
+                self._running.pop(job_id, None)
+                self._lost.discard(job_id)
                 self._busy.discard(model)
                 self._threads.pop(model, None)
                 self._cond.notify_all()

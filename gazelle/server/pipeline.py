@@ -30,8 +30,9 @@ from gazelle.names import validate_name
 from gazelle.server import upstream
 from gazelle.server.artifacts import Artifact, ImageRef, LocalEnv
 from gazelle.server.builders import Builder
+from gazelle.server.bundlestore import BundleStore, DataDirBundles
 from gazelle.server.events import EventHub
-from gazelle.server.jobs import JobRecorder, RESTART_MESSAGE
+from gazelle.server.jobs import JobRecorder, REPLICA_STOPPED, RESTART_MESSAGE
 from gazelle.server.routes import RouteTable
 from gazelle.server.store import ACTIVE, JobRow, Store, VersionRow
 from gazelle.server.targets import Log, Release, Running, Switching, Target
@@ -118,8 +119,12 @@ class Pipeline:
     def __init__(self, store: Store, hub: EventHub, builder: Builder, target: Target, routes: RouteTable, *,
                  bundles_dir: Path, base_url: str, publish: Publish | None = None, drain_seconds: float = 2.0,
                  stop_grace: float = 10.0, sanity_timeout: float = 60.0,
-                 stage_delay: Mapping[str, float] | None = None, secrets: Sequence[str] = ()) -> None:
+                 stage_delay: Mapping[str, float] | None = None, secrets: Sequence[str] = (),
+                 bundles: BundleStore | None = None, runtime_token: str | None = None) -> None:
+        # Sent with the sanity check: a private model's runtime answers only a token it was given.
+        self._sanity_headers = {"Authorization": f"Bearer {runtime_token}"} if runtime_token else {}
         self.store = store
+        self.bundles = bundles or DataDirBundles()
         self.hub = hub
         self.builder = builder
         self.target = target
@@ -132,9 +137,20 @@ class Pipeline:
         self.sanity_timeout = sanity_timeout
         self.stage_delay = dict(stage_delay or {})
         self.secrets = tuple(secrets)
+        # Set by the app to its runner's ``lost``: a job whose lease this replica lost is not ours.
+        self.lease_lost: Callable[[str], bool] = lambda job_id: False
 
     def recorder(self, job: JobRow) -> JobRecorder:
-        return JobRecorder(self.store, self.hub, job, self.base_url, self.secrets)
+        return JobRecorder(self.store, self.hub, job, self.base_url, self.secrets, lost=self.lease_lost)
+
+    def replica_stopped(self, job: JobRow) -> None:
+        """Fail a job whose replica stopped mid-way (this replica took its expired lease over)."""
+        self.recorder(job).fail(job.stage or job.stages[0]["name"], REPLICA_STOPPED)
+        if job.version is not None:
+            version = self.store.version(job.model, job.version)
+            if version is not None and version.status == "deploying":
+                self.store.update_version(job.model, job.version, status="failed", url=None)
+        self.routes.invalidate(job.model)
 
     # -- running jobs ------------------------------------------------------------------------------
 
@@ -243,7 +259,7 @@ class Pipeline:
         from gazelle.bundle import read_manifest
 
         path = bundle_path(self.bundles_dir, version.digest)
-        if not path.is_file():
+        if not self.bundles.fetch(version.digest, path):
             raise BundleError(f"the stored bundle {path.name} is missing from the server's data directory")
         data = path.read_bytes()   # once: the digest and the manifest's checks come from the same bytes
         digest = "sha256:" + hashlib.sha256(data).hexdigest()
@@ -267,7 +283,7 @@ class Pipeline:
         rec.log(f"POST /predict to version {number} with the {len(sample)} sample row(s)")
         try:
             answer = upstream.client(url).post(upstream.http_url(url, "/predict"), json={"instances": sample},
-                                               timeout=self.sanity_timeout)
+                                               headers=self._sanity_headers, timeout=self.sanity_timeout)
         except httpx.HTTPError as err:
             raise StageFailed("sanity", f"version {number} did not answer the sample: {err}",
                               self._tail(name, number)) from None
@@ -314,6 +330,7 @@ class Pipeline:
                 self.target.delete(job.model)
                 for digest in self.store.delete_model(job.model):
                     bundle_path(self.bundles_dir, digest).unlink(missing_ok=True)
+                    self.bundles.delete(digest)
                 self.routes.invalidate(job.model)
                 rec.done("delete", f"model {job.model} and its versions are gone")
         except StageFailed as failure:
@@ -323,18 +340,20 @@ class Pipeline:
 
     # -- after a restart ---------------------------------------------------------------------------
 
-    def recover(self, boot_time: float) -> None:
+    def recover(self, boot_time: float, *, shared: bool = False) -> None:
         """Fail the jobs a dead runner left behind, then bring back every live version.
 
         Running jobs are orphans by definition (only the lock holder runs jobs). Queued ones are failed
         only if they predate this server's start; later ones were queued by a sibling process and run.
+        ``shared``: several replicas run jobs; theirs are not orphans (an expired lease is how one is
+        found, see ``jobs``), so only the live versions are brought back, and nothing is swept.
         """
-        for job in self.store.jobs(statuses=ACTIVE, limit=10_000):
+        for job in [] if shared else self.store.jobs(statuses=ACTIVE, limit=10_000):
             if job.status == "running" or job.created < boot_time:
                 log.warning("job %s (model %s) was interrupted by a restart", job.id, job.model)
                 self.recorder(job).fail(job.stage or job.stages[0]["name"], RESTART_MESSAGE)
         active = {(j.model, j.version) for j in self.store.jobs(statuses=ACTIVE, limit=10_000)}
-        for v in self.store.versions_with_status("deploying"):
+        for v in [] if shared else self.store.versions_with_status("deploying"):
             if (v.model, v.version) not in active:
                 self.store.update_version(v.model, v.version, status="failed", url=None)
         live = self.store.live_versions()
@@ -360,9 +379,11 @@ class Pipeline:
                 log.error("model %s version %d could not be restored", r.name, r.version)
                 self.store.update_version(r.name, r.version, status="down", url=None)
         wanted = {(v.model, v.version) for v in live} | active
-        for running in self.target.running():
+        # Shared: a replica starting does not sweep the target; a version another replica is switching
+        # to or draining is not "unwanted" (the job that replaced it stops it).
+        for running in [] if shared else self.target.running():
             if (running.name, running.version) not in wanted:
                 self._stop_quietly(running.name, running.version, grace=self.stop_grace)
-        for v in self.store.versions_with_status("ready"):
+        for v in [] if shared else self.store.versions_with_status("ready"):
             self.store.update_version(v.model, v.version, status="retired", url=None)
         self.routes.invalidate()

@@ -30,7 +30,11 @@ class Settings:
     port: int = 8000
     data_dir: Path = field(default_factory=lambda: Path("~/.gazelle").expanduser())
     workers: int = 1
-    threads: int = 32                      # each open event stream holds one thread
+    threads: int = 32                      # request threads per worker (slow clients hold none)
+    header_timeout: float = 10.0           # seconds a client may take to send a request's headers
+    body_timeout: float = 30.0             # ... and then a body of up to 1 MiB
+    max_client_connections: int = 100      # open connections per client address (0: no bound)
+    max_event_streams: int = 8             # open job event streams per worker (each holds a thread)
     target: str = "local"
     builder: str | None = None             # None: the target's own builder
     registry: str | None = None            # HOST[:PORT]/PREFIX
@@ -58,6 +62,7 @@ class Settings:
     drain_seconds: float = 2.0             # old version keeps serving this long after the switch
     stop_grace: float = 10.0               # in-flight requests get this long when a version stops
     sanity_timeout: float = 60.0
+    job_lease_seconds: float = 30.0        # several replicas: a job whose replica is silent this long fails
     run_jobs: bool = True                  # False: accept jobs but never run them (read-only replica)
     stage_delay: Mapping[str, float] = field(default_factory=dict)   # test hook, see from_env
 
@@ -75,6 +80,17 @@ class Settings:
             raise ConfigError(f"workers must be at least 1, got {self.workers}")
         if self.threads < 2:
             raise ConfigError(f"threads must be at least 2, got {self.threads}")
+        for variable, value in (("GAZELLE_HEADER_TIMEOUT", self.header_timeout),
+                                ("GAZELLE_BODY_TIMEOUT", self.body_timeout),
+                                ("GAZELLE_MAX_EVENT_STREAMS", self.max_event_streams)):
+            if value <= 0:
+                raise ConfigError(f"{variable} must be positive, got {value}")
+        if self.max_event_streams >= self.threads:
+            raise ConfigError(f"GAZELLE_MAX_EVENT_STREAMS ({self.max_event_streams}) must be below the "
+                              f"threads ({self.threads}), so that event streams leave threads for predictions")
+        if self.max_client_connections < 0:
+            raise ConfigError(f"GAZELLE_MAX_CLIENT_CONNECTIONS must be 0 (no bound) or more, "
+                              f"got {self.max_client_connections}")
         if self.k8s_keep_versions < 0:
             raise ConfigError(f"GAZELLE_K8S_KEEP_VERSIONS must be 0 or more, got {self.k8s_keep_versions}")
         if self.k8s_hpa_max_replicas < 0:
@@ -88,6 +104,8 @@ class Settings:
                               f"e.g. {{name}}.models.example.com; got {self.k8s_ingress_host!r}")
         if self.max_bundle_bytes < 1024:
             raise ConfigError(f"max_bundle_bytes must be at least 1024, got {self.max_bundle_bytes}")
+        if self.job_lease_seconds < 3:
+            raise ConfigError(f"GAZELLE_JOB_LEASE_SECONDS must be at least 3, got {self.job_lease_seconds}")
 
     def __repr__(self) -> str:
         parts = []
@@ -225,6 +243,10 @@ _ENV: dict[str, tuple[str, Any]] = {
     "data_dir": ("GAZELLE_DATA_DIR", _str),
     "workers": ("GAZELLE_WORKERS", _int),
     "threads": ("GAZELLE_THREADS", _int),
+    "header_timeout": ("GAZELLE_HEADER_TIMEOUT", _float),
+    "body_timeout": ("GAZELLE_BODY_TIMEOUT", _float),
+    "max_client_connections": ("GAZELLE_MAX_CLIENT_CONNECTIONS", _int),
+    "max_event_streams": ("GAZELLE_MAX_EVENT_STREAMS", _int),
     "target": ("GAZELLE_TARGET", _str),
     "builder": ("GAZELLE_BUILDER", _str),
     "registry": ("GAZELLE_REGISTRY", _str),
@@ -252,6 +274,7 @@ _ENV: dict[str, tuple[str, Any]] = {
     "drain_seconds": ("GAZELLE_DRAIN_SECONDS", _float),
     "stop_grace": ("GAZELLE_STOP_GRACE", _float),
     "sanity_timeout": ("GAZELLE_SANITY_TIMEOUT", _float),
+    "job_lease_seconds": ("GAZELLE_JOB_LEASE_SECONDS", _float),
     "run_jobs": ("GAZELLE_RUN_JOBS", _bool),
     "stage_delay": ("GAZELLE_TEST_STAGE_DELAY", _stage_delay),
 }

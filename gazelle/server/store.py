@@ -68,6 +68,10 @@ jobs_t = sa.Table(
     sa.Column("created", sa.Double, nullable=False),
     sa.Column("started", sa.Double, nullable=True),
     sa.Column("finished", sa.Double, nullable=True),
+    sa.Column("lease_owner", sa.String(64), nullable=True),    # the replica running it (PostgreSQL)
+    sa.Column("lease_expires", sa.Double, nullable=True),      # renewed by that replica's heartbeat
+    sa.Index("jobs_one_running_per_model", "model", unique=True,
+             postgresql_where=sa.text("status = 'running'"), sqlite_where=sa.text("status = 'running'")),
     sqlite_autoincrement=True,
 )
 
@@ -93,8 +97,13 @@ tokens_t = sa.Table(
     sqlite_autoincrement=True,
 )
 
-# Columns added after the first release: ``create_schema`` adds them to an existing table.
-_ADDED_COLUMNS = {"tokens": ("last_used", "revoked"), "versions": ("resources",)}
+bundle_chunks_t = sa.Table(
+    "bundle_chunks", metadata,       # DatabaseBundles (bundlestore.py): a bundle's bytes, in order
+    sa.Column("digest", sa.String(80), primary_key=True),
+    sa.Column("seq", sa.Integer, primary_key=True, autoincrement=False),
+    sa.Column("data", sa.LargeBinary, nullable=False),
+)
+
 # How stale ``last_used`` may get: refreshing it on every request would make each one a write.
 LAST_USED_RESOLUTION = 60.0
 
@@ -110,26 +119,10 @@ class Store:
         self._writer = self.engine.execution_options(gazelle_write=True)
 
     def create_schema(self) -> None:
-        metadata.create_all(self.engine)
-        self._add_missing_columns()
+        """Migrate the database to this release's schema (once, under a lock; see ``migrations``)."""
+        from gazelle.server import migrations
 
-    def _add_missing_columns(self) -> None:
-        """Bring a table made by an earlier release up to date (new columns are all nullable)."""
-        for table_name, columns in _ADDED_COLUMNS.items():
-            table = metadata.tables[table_name]
-            present = {c["name"] for c in sa.inspect(self.engine).get_columns(table_name)}
-            for column_name in columns:
-                if column_name in present:
-                    continue
-                column_type = table.c[column_name].type.compile(dialect=self.engine.dialect)
-                try:
-                    with self._write() as c:
-                        c.execute(sa.text(f"ALTER TABLE {table_name} ADD COLUMN {column_name} {column_type}"))
-                except sa.exc.DBAPIError:
-                    # Another server process starting at the same moment may have added it first.
-                    present = {c["name"] for c in sa.inspect(self.engine).get_columns(table_name)}
-                    if column_name not in present:
-                        raise
+        migrations.upgrade(self.engine)
 
     def close(self) -> None:
         self.engine.dispose()
@@ -308,12 +301,66 @@ class Store:
         with self._read() as c:
             return [_job(r) for r in c.execute(q.limit(limit))]
 
-    def claim_job(self, job_id: str) -> bool:
-        """queued -> running, only if still queued: the one runner that claims it runs it."""
-        with self._write() as c:
-            result = c.execute(jobs_t.update().where(jobs_t.c.id == job_id, jobs_t.c.status == "queued")
-                               .values(status="running", started=time.time()))
+    def claim_job(self, job_id: str, owner: str | None = None, lease: float = 0.0) -> bool:
+        """queued -> running, only if still queued and the oldest queued job of its model, and no other
+        job of that model runs (a partial unique index): the one runner that claims it runs it.
+
+        ``owner`` and ``lease``: the claiming replica and how long its claim holds without a heartbeat.
+        On PostgreSQL the row is taken ``FOR UPDATE SKIP LOCKED``: a replica never waits on a row another
+        one is claiming.
+        """
+        now = time.time()
+        older = sa.select(sa.literal(1)).select_from(jobs_t.alias("older")).where(
+            sa.text("older.model = jobs.model AND older.status = 'queued' AND older.seq < jobs.seq"))
+        pick = sa.select(jobs_t.c.id).where(jobs_t.c.id == job_id, jobs_t.c.status == "queued", ~older.exists())
+        if self.engine.dialect.name == "postgresql":
+            pick = pick.with_for_update(skip_locked=True)
+        try:
+            with self._write() as c:
+                if c.execute(pick).first() is None:
+                    return False
+                result = c.execute(jobs_t.update().where(jobs_t.c.id == job_id, jobs_t.c.status == "queued")
+                                   .values(status="running", started=now, lease_owner=owner,
+                                           lease_expires=now + lease if owner else None))
+        except sa.exc.IntegrityError:
+            return False        # another job of this model is running
         return result.rowcount == 1
+
+    def renew_leases(self, owner: str, job_ids: Sequence[str], lease: float) -> set[str]:
+        """Extend ``owner``'s lease on those running jobs; the ids whose lease it still held."""
+        held: set[str] = set()
+        if not job_ids:
+            return held
+        now = time.time()
+        with self._write() as c:
+            for job_id in job_ids:
+                result = c.execute(jobs_t.update().where(
+                    jobs_t.c.id == job_id, jobs_t.c.status == "running", jobs_t.c.lease_owner == owner)
+                    .values(lease_expires=now + lease))
+                if result.rowcount == 1:
+                    held.add(job_id)
+        return held
+
+    def expired_jobs(self) -> list[JobRow]:
+        """Running jobs whose lease ran out: their replica stopped (or lost the database)."""
+        with self._read() as c:
+            rows = c.execute(sa.select(jobs_t).where(
+                jobs_t.c.status == "running", jobs_t.c.lease_expires.is_not(None),
+                jobs_t.c.lease_expires < time.time()).order_by(jobs_t.c.seq))
+            return [_job(r) for r in rows]
+
+    def take_over(self, job_id: str, owner: str, lease: float) -> bool:
+        """Take an expired lease, so that exactly one replica records what happened to the job."""
+        now = time.time()
+        with self._write() as c:
+            result = c.execute(jobs_t.update().where(
+                jobs_t.c.id == job_id, jobs_t.c.status == "running", jobs_t.c.lease_expires < now)
+                .values(lease_owner=owner, lease_expires=now + lease))
+        return result.rowcount == 1
+
+    def lease_owner(self, job_id: str) -> str | None:
+        with self._read() as c:
+            return c.execute(sa.select(jobs_t.c.lease_owner).where(jobs_t.c.id == job_id)).scalar()
 
     def update_job(self, job_id: str, **values: Any) -> None:
         """Set ``status``, ``stage``, ``stages`` (list), ``error`` (dict) or ``finished``."""
@@ -369,6 +416,12 @@ class Store:
         with self._read() as c:
             rows = c.execute(sa.select(tokens_t).where(tokens_t.c.revoked.is_(None)).order_by(tokens_t.c.id))
             return [_token(r) for r in rows]
+
+    def token_hashes(self) -> dict[str, str]:
+        """The hash and scope of every token not revoked: what runtimes check tokens against."""
+        with self._read() as c:
+            rows = c.execute(sa.select(tokens_t.c.hash, tokens_t.c.scope).where(tokens_t.c.revoked.is_(None)))
+            return {r.hash: r.scope for r in rows}
 
     def revoke_token(self, token_id: int) -> TokenRow | None:
         """Revoke a token for good (its row stays, so a token file holding it is never re-registered);

@@ -1,8 +1,9 @@
 """Receiving a bundle upload: streamed to disk while hashed, checked there, never held whole in memory.
 
-``receive(request, bundles_dir, limit, model)`` checks the Content-Type and the declared length,
-hands the body stream to ``pipeline.save_bundle`` (chunks of 1 MiB, hashed as they are written) and
-checks the written file before it takes its place under the bundle's digest: the same checks as
+``receive(request, bundles_dir, limit, model, keep=...)`` checks the Content-Type and the declared
+length, hands the body stream to ``pipeline.save_bundle`` (chunks of 1 MiB, hashed as they are
+written), checks the written file before it takes its place under the bundle's digest, and then hands
+it to the ``BundleStore`` (``keep``) that makes it readable by every replica. The checks are those of
 ``gazelle.bundle.read`` (members, manifest, the sha256 of ``model.pkl``), with ``model.pkl`` hashed
 in chunks too. So the memory an upload takes is bounded by the chunk size and the manifest's limit
 (``MAX_MANIFEST_BYTES``), whatever the bundle's size.
@@ -18,12 +19,14 @@ from flask import Request
 
 from gazelle import bundle as bundles
 from gazelle.errors import BadRequest, BundleError, PayloadTooLarge, UnsupportedMediaType
+from gazelle.server.bundlestore import BundleStore, DataDirBundles
 from gazelle.server.pipeline import UPLOAD_CHUNK, save_bundle
 
 TAR_TYPES = ("application/x-tar", "application/tar", "application/octet-stream")
 
 
-def receive(request: Request, bundles_dir: Path, limit: int, model: str) -> tuple[str, dict[str, Any]]:
+def receive(request: Request, bundles_dir: Path, limit: int, model: str,
+            keep: BundleStore | None = None) -> tuple[str, dict[str, Any]]:
     """Store the request's bundle for ``model``: ``(digest, manifest)``."""
     if request.mimetype not in TAR_TYPES:
         raise UnsupportedMediaType(f"the body must be a bundle tar (Content-Type: application/x-tar), "
@@ -39,7 +42,8 @@ def receive(request: Request, bundles_dir: Path, limit: int, model: str) -> tupl
             raise BadRequest(f"the bundle is for model {manifest['name']!r}, but was sent to model {model!r}")
         found.update(manifest)
 
-    digest, _ = save_bundle(bundles_dir, request.stream, limit=limit, check=check)
+    digest, path = save_bundle(bundles_dir, request.stream, limit=limit, check=check)
+    (keep or DataDirBundles()).put(digest, path)
     return digest, found
 
 

@@ -13,14 +13,19 @@ with the server.
 from __future__ import annotations
 
 import logging
+import os
+import socket
+import uuid
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Callable
 
 from gazelle.choices import DEFAULT_BUILDER, PAIRS, TARGETS
 from gazelle.errors import ConfigError
 from gazelle.server.builders import Builder
+from gazelle.server.bundlestore import BundleStore, DatabaseBundles, DataDirBundles
 from gazelle.server.pipeline import Publish
 from gazelle.server.settings import Settings
+from gazelle.server.store import Store
 from gazelle.server.targets import Target
 
 if TYPE_CHECKING:
@@ -90,8 +95,9 @@ def _docker(settings: Settings, builder_name: str) -> Wiring:
 
     builder: Builder
     builder, publish = append_builder(settings) if builder_name == "append" else docker_builder(settings)
-    return Wiring(builder=builder, target=DockerTarget(_docker_engine, network=settings.docker_network,
-                                                       keychain=_keychain(settings)), publish=publish)
+    target = DockerTarget(_docker_engine, network=settings.docker_network, keychain=_keychain(settings),
+                          tokens_dir=settings.data_dir / "runtime-tokens")
+    return Wiring(builder=builder, target=target, publish=publish)
 
 
 def docker_builder(settings: Settings) -> tuple["DockerBuilder", Publish]:
@@ -173,3 +179,22 @@ def append_builder(settings: Settings) -> tuple["AppendBuilder", Publish]:
                              insecure=settings.registry_insecure)
     return (AppendBuilder(registry, settings.base_images, settings.data_dir / "cache"),
             image_publisher(registry, settings.registry))
+
+
+def shared_jobs(settings: Settings) -> bool:
+    """Whether several replicas share the jobs: a PostgreSQL store and a target every replica reaches.
+
+    The local target owns processes on this host, and SQLite lives on one machine: both keep the
+    single runner behind the runner lock.
+    """
+    return settings.db_url.startswith("postgresql") and settings.target != "local"
+
+
+def replica_id() -> str:
+    """This process's name as a lease owner: host, pid and a random part (pids repeat across pods)."""
+    return f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:6]}"
+
+
+def bundle_store(settings: Settings, store: Store) -> BundleStore:
+    """The data dir on one machine; the shared database when several replicas share the jobs."""
+    return DatabaseBundles(store) if shared_jobs(settings) else DataDirBundles()

@@ -278,8 +278,14 @@ def test_private_model_needs_authorization_and_is_not_reached_without(
     assert refused.get_json()["error"]["type"] == "unauthorized"
     assert upstreams[1].app.config["hits"] == 0
     allowed = gw.client.get("/m/secret/x", headers={"Authorization": "Bearer good"})
-    assert allowed.status_code == 200 and "authorization" not in allowed.get_json()["headers"]
+    # The runtime checks the token too: the one the gateway accepted goes on.
+    assert allowed.status_code == 200 and allowed.get_json()["headers"]["authorization"] == "Bearer good"
     assert [r.name for r in gw.authorized] == ["secret", "secret"]
+
+
+def test_public_model_gets_no_forwarded_credentials(gw: Gateway) -> None:
+    got = gw.client.get("/m/accounts/x", headers={"Authorization": "Bearer whatever"})
+    assert got.status_code == 200 and "authorization" not in got.get_json()["headers"]
 
 
 def test_replay_limit_is_large_enough_for_a_runtime_request() -> None:
@@ -335,7 +341,8 @@ def test_signin_sets_a_strict_httponly_cookie_and_the_page_then_opens(private: G
     page = private.client.get("/m/secret/predict", headers={"Accept": "text/html"})
     assert page.status_code == 200
     seen = page.get_json()["headers"]
-    assert "cookie" not in seen and "authorization" not in seen, "credentials must not reach the runtime"
+    assert "cookie" not in seen, "cookies must not reach the runtime"
+    assert seen["authorization"] == "Bearer good"   # the cookie's token, for the runtime's own check
 
 
 def test_a_wrong_token_in_the_cookie_shows_the_form_again_with_a_note(private: Gateway) -> None:

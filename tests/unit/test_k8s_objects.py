@@ -138,3 +138,32 @@ def test_bad_resources_are_refused_naming_the_field() -> None:
     with pytest.raises(BadRequest) as refused:
         k8s.container_resources({"requests": {"memory": "1 GB"}})
     assert str(refused.value).startswith("resources.requests.memory:")
+
+
+def test_private_versions_mount_the_tokens_secret_read_only_and_public_ones_do_not() -> None:
+    import base64
+    import dataclasses as dc
+
+    from gazelle.runtime.access import render
+
+    guarded = dc.replace(k8s.Options(), runtime_tokens=True)
+    private = k8s.deployment(Release("m", 1, REF, {}, public=False), guarded, 8080)
+    pod = private["spec"]["template"]["spec"]
+    [container] = pod["containers"]
+    assert {"name": "GAZELLE_RUNTIME_TOKENS_FILE", "value": "/gazelle-access/tokens.json"} in container["env"]
+    assert {"name": "tokens", "mountPath": "/gazelle-access", "readOnly": True} in container["volumeMounts"]
+    assert {"name": "tokens", "secret": {"secretName": k8s.TOKENS_SECRET, "defaultMode": 0o444,
+                                         "optional": True}} in pod["volumes"]
+    public = k8s.deployment(Release("m", 1, REF, {}, public=True), guarded, 8080)
+    assert "tokens" not in str(public["spec"]["template"]["spec"]["volumes"])
+    secret = k8s.tokens_secret(render(False, {"a" * 64: "predict"}), guarded)
+    assert secret["kind"] == "Secret" and secret["metadata"]["namespace"] == guarded.namespace
+    assert b"a" * 64 in base64.b64decode(secret["data"]["tokens.json"])
+
+
+def test_the_tokens_secret_and_a_guarded_deployment_validate_strictly() -> None:
+    from gazelle.runtime.access import render
+
+    guarded = k8s.Options(runtime_tokens=True)
+    for obj in (k8s.deployment(release(), guarded, 8080), k8s.tokens_secret(render(False, {}), guarded)):
+        kubernetes_validate.validate(obj, SCHEMA_VERSION, strict=True)

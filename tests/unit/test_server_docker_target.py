@@ -99,3 +99,18 @@ def test_an_engine_that_cannot_be_reached_is_a_target_error_naming_docker_host(t
     with pytest.raises(TargetError) as err:
         target.running()
     assert "the Docker engine cannot be reached" in str(err.value) and "DOCKER_HOST" in str(err.value)
+
+
+def test_tokens_reach_the_container_as_a_read_only_directory_rewritten_when_tokens_change(tmp_path: Path):
+    from gazelle.runtime.access import read
+
+    target = DockerTarget(never_called, tokens_dir=tmp_path)
+    assert "volumes" not in target.container_options(release(), REF, Resources.of(None), 1)   # not told yet
+    target.accept_tokens({"a" * 64: "predict"})
+    options = target.container_options(release(), REF, Resources.of(None), 1)
+    [(source, mount)] = options["volumes"].items()
+    assert mount == {"bind": "/gazelle-access", "mode": "ro"}
+    assert options["environment"]["GAZELLE_RUNTIME_TOKENS_FILE"] == "/gazelle-access/tokens.json"
+    assert read(f"{source}/tokens.json") == (False, frozenset({"a" * 64}))
+    target.accept_tokens({"b" * 64: "admin"})
+    assert read(f"{source}/tokens.json") == (False, frozenset({"b" * 64}))

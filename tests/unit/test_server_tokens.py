@@ -27,7 +27,9 @@ def test_token_list_shows_id_name_scope_and_times_never_secrets(server: Server) 
     answer = server.get("/api/v1/tokens")
     assert answer.status_code == 200
     listed = {t["name"]: t for t in answer.get_json()["tokens"]}
-    assert set(listed) == {"admin (token file)", "ci"}
+    # The gateway's own token for private runtimes is listed too (predict scope, its hash only).
+    assert set(listed) == {"admin (token file)", "gateway (server processes)", "ci"}
+    assert listed["gateway (server processes)"]["scope"] == "predict"
     ci = listed["ci"]
     assert ci["id"] == made["id"] and ci["scope"] == "deploy" and ci["created"] == made["created"]
     assert ci["last_used"] is not None
@@ -103,7 +105,7 @@ def test_a_database_from_before_revocation_gains_the_new_columns(tmp_path: Path)
                    "scope VARCHAR(16) NOT NULL, hash VARCHAR(64) NOT NULL UNIQUE, created FLOAT NOT NULL)")
     s = start(tmp_path)
     try:
-        assert [t["scope"] for t in s.get("/api/v1/tokens").get_json()["tokens"]] == ["admin"]
+        assert [t["scope"] for t in s.get("/api/v1/tokens").get_json()["tokens"]] == ["admin", "predict"]   # and the gateway's own
     finally:
         s.state.shutdown()
 

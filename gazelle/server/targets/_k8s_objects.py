@@ -19,10 +19,17 @@ Limit of that mode: the kernel spreads connections over whichever replicas alrea
 of a replica still loading its model can be answered by a sibling on the same node (it counts as ready
 early; traffic still reaches only the replicas that listen).
 
+Tokens (``Options.runtime_tokens``, once the server hands the target its tokens): the Secret
+``gazelle-runtime-tokens`` holds the tokens file (hashes and scopes, never tokens; ``runtime_access``)
+and every private version's pods mount it read-only at ``/gazelle-access``, so their runtimes check
+tokens themselves; the kubelet refreshes a mounted Secret in place (within its sync period, about a
+minute by default). Public versions mount nothing and answer everyone.
+
 API versions that differ across clusters (HPA, PDB) come in as ``ApiVersions``, found by discovery.
 """
 from __future__ import annotations
 
+import base64
 from dataclasses import dataclass, field
 from typing import Any, Mapping
 
@@ -36,6 +43,9 @@ PORT_ANNOTATION = "gazelle.dev/port"
 CONTAINER = "runtime"
 CONTAINER_PORT = 8080           # the model image's default (DESIGN section 2)
 SERVICE_PORT = 80
+TOKENS_SECRET = "gazelle-runtime-tokens"
+TOKENS_KEY = "tokens.json"
+TOKENS_MOUNT = "/gazelle-access"
 DEFAULT_RESOURCES: Mapping[str, Mapping[str, str]] = {
     "requests": {"cpu": "100m", "memory": "512Mi"},
     "limits": {"memory": "1Gi"},
@@ -67,6 +77,7 @@ class Options:
     progress_deadline: int = 600                # seconds, the Deployment's progressDeadlineSeconds
     startup_seconds: int = 600                  # how long a model may take to load before it is killed
     termination_grace: int = 30
+    runtime_tokens: bool = False                # private versions mount the tokens Secret
     gateway: str = "endpoints"                  # how the gateway reaches a version: choices.K8S_GATEWAYS
     api: ApiVersions = field(default_factory=ApiVersions)
 
@@ -165,6 +176,9 @@ def deployment(release: Release, options: Options, port: int) -> dict[str, Any]:
                             "readOnlyRootFilesystem": True, "capabilities": {"drop": ["ALL"]}},
         "volumeMounts": [{"name": "tmp", "mountPath": "/tmp"}],
     }
+    if options.runtime_tokens and not release.public:
+        env.append({"name": "GAZELLE_RUNTIME_TOKENS_FILE", "value": f"{TOKENS_MOUNT}/{TOKENS_KEY}"})
+        container["volumeMounts"].append({"name": "tokens", "mountPath": TOKENS_MOUNT, "readOnly": True})
     if not options.host_network:
         container["ports"] = [{"name": "http", "containerPort": port, "protocol": "TCP"}]
     if options.env_secrets:
@@ -177,6 +191,10 @@ def deployment(release: Release, options: Options, port: int) -> dict[str, Any]:
         "containers": [container],
         "volumes": [{"name": "tmp", "emptyDir": {"sizeLimit": "256Mi"}}],
     }
+    if options.runtime_tokens and not release.public:
+        # Readable by the image's non-root user; a missing Secret leaves the file out: every token refused.
+        pod["volumes"].append({"name": "tokens", "secret": {"secretName": TOKENS_SECRET, "defaultMode": 0o444,
+                                                            "optional": True}})
     if options.host_network:
         pod.update({"hostNetwork": True, "dnsPolicy": "ClusterFirstWithHostNet"})
     if options.image_pull_secrets:
@@ -193,6 +211,14 @@ def deployment(release: Release, options: Options, port: int) -> dict[str, Any]:
             "template": {"metadata": {"labels": labels(name, version)}, "spec": pod},
         },
     }
+
+
+def tokens_secret(document: bytes, options: Options) -> dict[str, Any]:
+    """The Secret private versions mount: ``document`` is the tokens file (``runtime_access``)."""
+    return {"apiVersion": "v1", "kind": "Secret", "type": "Opaque",
+            "metadata": {"name": TOKENS_SECRET, "namespace": options.namespace,
+                         "labels": {"app.kubernetes.io/managed-by": "gazelle"}},
+            "data": {TOKENS_KEY: base64.b64encode(document).decode()}}
 
 
 def version_service(name: str, version: int, options: Options, port: int) -> dict[str, Any]:

@@ -31,16 +31,23 @@ Secrets: the container's environment is ``release.env`` plus the runtime's own v
 the server's environment is forwarded. Registry credentials reach the engine only in the pull
 request's auth header.
 
+Tokens: with ``tokens_dir`` set, each container gets ``{tokens_dir}/{container name}/`` bind-mounted
+read-only at ``/gazelle-access``, holding the tokens file the runtime checks requests against
+(``runtime_access``); the directory, not the file, is mounted, so that the file can be replaced
+atomically. This expects the engine on the server's host (the default ``host`` network mode does too).
+
 Limits: ``release.replicas`` is not used (one container per version: the gateway forwards to one
 address). ``stop`` removes the container, so ``logs`` of a stopped version are gone with it.
 """
 from __future__ import annotations
 
 import math
+import shutil
 import socket
 import time
 from concurrent.futures import ThreadPoolExecutor
 from decimal import Decimal
+from pathlib import Path
 from typing import Any, Callable, Mapping
 
 from docker.errors import APIError, DockerException, NotFound
@@ -51,7 +58,10 @@ from gazelle.server.artifacts import ImageRef
 from gazelle.server.engine import engine_message
 from gazelle.server.registry.engine import pull_image
 from gazelle.server.registry.keychain import Keychain
+from gazelle.runtime.access import read as read_tokens_file
 from gazelle.server import upstream
+from gazelle.server.runtime_access import ENV as TOKENS_ENV
+from gazelle.server.runtime_access import TOKENS_FILE, write_tokens_file
 from gazelle.server.targets import Log, Release, Running
 from gazelle.server.targets._logs import exit_cause
 from gazelle.server.targets.resources import Resources
@@ -68,6 +78,7 @@ _LABEL_VERSION = "gazelle.version"
 _LABEL_IMAGE = "gazelle.image"
 _LABEL_PORT = "gazelle.port"
 _EXITED = ("exited", "dead")
+ACCESS_MOUNT = "/gazelle-access"
 
 
 class DockerTarget:
@@ -75,7 +86,8 @@ class DockerTarget:
 
     def __init__(self, client_factory: Callable[[], Any], *, network: str = "host", host: str = "127.0.0.1",
                  publish_host: str = "127.0.0.1", instance: str = "gazelle", workers: int | None = None,
-                 ready_timeout: float = 120.0, keychain: Keychain | None = None) -> None:
+                 ready_timeout: float = 120.0, keychain: Keychain | None = None,
+                 tokens_dir: Path | None = None) -> None:
         if network not in NETWORKS:
             raise TargetError(f"unknown docker network mode {network!r}; valid modes: {', '.join(NETWORKS)}")
         self.client_factory = client_factory
@@ -86,6 +98,9 @@ class DockerTarget:
         self.workers = workers
         self.ready_timeout = ready_timeout
         self.keychain = keychain
+        self.tokens_dir = tokens_dir
+        # What runtimes accept (hash -> scope); None until the server first calls accept_tokens.
+        self._tokens: dict[str, str] | None = None
         self._client: Any = None
 
     # -- Target ------------------------------------------------------------------------------------
@@ -111,6 +126,17 @@ class DockerTarget:
             except _PortTaken as taken:
                 log(f"port {taken.port} was taken before the runtime could bind it; retrying ({attempt + 1})")
         raise TargetError(f"{release.name} v{release.version} found no free port after {_PORT_ATTEMPTS} tries")
+
+    def accept_tokens(self, tokens: Mapping[str, str]) -> None:
+        """Rewrite every container's tokens file (``runtime_access.Guarded``); each keeps its public flag."""
+        self._tokens = dict(tokens)
+        if self.tokens_dir is None or not self.tokens_dir.is_dir():
+            return
+        for directory in sorted(self.tokens_dir.glob(f"{self.instance}-*")):
+            path = directory / TOKENS_FILE
+            if path.is_file():
+                public, _ = read_tokens_file(str(path))
+                write_tokens_file(path, public, self._tokens)
 
     def running(self) -> list[Running]:
         found = []
@@ -245,6 +271,13 @@ class DockerTarget:
             env["GAZELLE_RUNTIME_HOST"] = "0.0.0.0"
             options["network_mode"] = "bridge"
             options["ports"] = {f"{IMAGE_PORT}/tcp": (self.publish_host, None)}
+        if self.tokens_dir is not None and self._tokens is not None:
+            directory = self.tokens_dir / self._name(release.name, release.version)
+            directory.mkdir(parents=True, exist_ok=True)
+            directory.chmod(0o755)   # the image's non-root user reads it through the mount
+            write_tokens_file(directory / TOKENS_FILE, release.public, self._tokens)
+            options["volumes"] = {str(directory): {"bind": ACCESS_MOUNT, "mode": "ro"}}
+            env[TOKENS_ENV] = f"{ACCESS_MOUNT}/{TOKENS_FILE}"
         options["environment"] = env
         if resources.memory_limit is not None:
             options["mem_limit"] = resources.memory_limit
@@ -334,6 +367,8 @@ class DockerTarget:
                 container.update(restart_policy={"Name": "no"})   # or the engine starts it again
                 container.stop(timeout=max(0, math.ceil(grace)))
             container.remove(force=True)
+            if self.tokens_dir is not None:
+                shutil.rmtree(self.tokens_dir / container.name, ignore_errors=True)
         except NotFound:
             pass   # removed meanwhile (by a sibling, or by hand): what stop wanted
         except APIError as err:

@@ -24,10 +24,11 @@ to each version's Service instead (kube-proxy balances), with no watch.
 """
 from __future__ import annotations
 
+import dataclasses
 import random
 import socket
 import threading
-from typing import Any, Callable, Iterator
+from typing import Any, Callable, Iterator, Mapping
 
 from gazelle.errors import TargetError
 from gazelle.server.targets import Log, Release, Running
@@ -242,6 +243,13 @@ class KubernetesTarget:
             self._client = self._dynamic = None
 
     # -- parts -------------------------------------------------------------------------------------
+
+    def accept_tokens(self, tokens: Mapping[str, str]) -> None:
+        """Write the tokens Secret that private versions mount (``runtime_access.Guarded``)."""
+        from gazelle.runtime.access import render
+
+        self._create(objects.tokens_secret(render(False, tokens), self.options), replace=True)
+        self.options = dataclasses.replace(self.options, runtime_tokens=True)
 
     def _create(self, obj: dict[str, Any], *, exist_ok: bool = False, replace: bool = False) -> None:
         """Create ``obj``; one that exists already is left (``exist_ok``) or patched to it (``replace``:

@@ -45,11 +45,13 @@ import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Mapping
 
 from gazelle.errors import TargetError
 from gazelle.server import upstream
 from gazelle.server.artifacts import LocalEnv
+from gazelle.server.runtime_access import ENV as TOKENS_ENV
+from gazelle.server.runtime_access import TOKENS_FILE, write_tokens_file
 from gazelle.server.targets import Log, Release, Running
 from gazelle.server.targets import _logs, _process
 from gazelle.server.targets._runfiles import RunFiles, is_runtime
@@ -90,6 +92,7 @@ class _Process:
     offset: int = 0                           # where its own output starts in ``log``
     launch: _Launch | None = None
     supervised: bool = False                  # the watchdog may start it again; only under the lock
+    public: bool = False
 
     @property
     def url(self) -> str:
@@ -136,6 +139,9 @@ class LocalTarget:
         self._lock = threading.Lock()
         self._procs: dict[tuple[str, int], _Process] = {}
         self._files = RunFiles(self.data_dir)
+        # What runtimes accept (hash -> scope). None until the server's TokenPublisher first calls
+        # accept_tokens, before any deploy: a target used on its own starts open runtimes.
+        self._tokens: dict[str, str] | None = None
         self._watchdog: Watchdog[_Process] = Watchdog(self._watched, self._respawn, self._note)
 
     @property
@@ -161,6 +167,14 @@ class LocalTarget:
             if current is not None:
                 self._stop(current, grace=2.0)
         return self._start(release, python, bundle, log)
+
+    def accept_tokens(self, tokens: Mapping[str, str]) -> None:
+        """Rewrite every runtime's tokens file (``runtime_access.Guarded``)."""
+        with self._lock:
+            self._tokens = dict(tokens)
+            procs = list(self._procs.values())
+        for proc in procs:
+            self._write_tokens(proc.socket, proc.public)
 
     def running(self) -> list[Running]:
         with self._lock:
@@ -252,10 +266,12 @@ class LocalTarget:
         if self.sandbox.user is not None:
             os.chmod(bundle, 0o644)   # the runtime's user reads it; the data directory stays closed to others
         socket = self._prepare_socket(release.name, release.version)
+        self._write_tokens(socket, release.public)
         launch = self._launch(release, python, bundle, socket)
         how = "confined" if self.sandbox.confined else "UNCONFINED"
         log(f"starting {release.name} v{release.version} ({self.workers} workers, {how})")
         proc = self._spawn(release.name, release.version, socket, python, str(bundle), launch)
+        proc.public = release.public
         with self._lock:
             self._procs[(proc.name, proc.version)] = proc
         self._write_record(proc)
@@ -274,6 +290,8 @@ class LocalTarget:
         cmd = [python, "-m", "gazelle.cli", "runtime", str(bundle), "--socket", socket,
                "--workers", str(self.workers)]
         env = self._env(release, python)
+        if self._tokens is not None:
+            env[TOKENS_ENV] = str(Path(socket).parent / TOKENS_FILE)
         sandbox = self.sandbox
         if not sandbox.confined:
             return _Launch(cmd, env)
@@ -349,6 +367,17 @@ class LocalTarget:
             os.chown(directory, *user)   # the runtime binds its socket here, as its own user
         return str(directory / _SOCKET)
 
+    def _write_tokens(self, socket: str, public: bool) -> None:
+        directory = Path(socket).parent
+        if not directory.is_dir():
+            return   # stopped meanwhile
+        with self._lock:
+            if self._tokens is None:
+                return
+            tokens = dict(self._tokens)
+        user = self.sandbox.user if self.sandbox.confined else None
+        write_tokens_file(directory / TOKENS_FILE, public, tokens, owner=user)
+
     # -- supervising (the watchdog's side; see _supervise.py) -------------------------------------------
 
     def _watched(self) -> list[_Process]:
@@ -368,6 +397,7 @@ class LocalTarget:
                 return None
             fresh = self._spawn(old.name, old.version, old.socket, old.python, old.bundle, old.launch)
             fresh.supervised = True
+            fresh.public = old.public
             self._procs[key] = fresh
             self._write_record(fresh)
         return fresh
@@ -416,6 +446,8 @@ class LocalTarget:
                 proc.python, proc.bundle = python, str(bundle)
                 proc.launch = self._launch(release, python, bundle, proc.socket)
                 proc.offset = _logs.size(proc.log)
+                proc.public = release.public
+                self._write_tokens(proc.socket, proc.public)
                 with self._lock:
                     proc.supervised = True
                     self._procs[(name, version)] = proc
