@@ -20,6 +20,7 @@ environment's) and must provide ``pip`` (the server runs it to build the models'
 from __future__ import annotations
 
 import argparse
+import configparser
 import sys
 from importlib import metadata
 from pathlib import Path
@@ -41,12 +42,29 @@ _FALLBACK = ("cloudpickle", "packaging", "flask", "gunicorn", "orjson", "prometh
              "sqlalchemy", "docker", "kubernetes", "psycopg", "psycopg-binary")
 
 
+def declared_requirements() -> list[str]:
+    """gazelle's requirements with their extras markers: from ``setup.cfg`` beside the package when it
+    runs from a source tree (that tree is what goes into the image, and an installed copy's metadata
+    may be older), else from the installed metadata."""
+    setup_cfg = Path(gazelle.__file__).resolve().parent.parent / "setup.cfg"
+    if setup_cfg.is_file():
+        cfg = configparser.ConfigParser(interpolation=None)
+        cfg.read(setup_cfg)
+        if cfg.has_section("options.extras_require"):
+            lines = [r.strip() for r in cfg.get("options", "install_requires", fallback="").split("\n") if r.strip()]
+            for extra in EXTRAS:
+                lines += [f'{r.strip()}; extra == "{extra}"'
+                          for r in cfg.get("options.extras_require", extra, fallback="").split("\n") if r.strip()]
+            return lines
+    try:
+        return metadata.requires("gazelle") or []
+    except metadata.PackageNotFoundError:
+        return list(_FALLBACK)
+
+
 def server_requirements() -> list[str]:
     """The server's requirements (and theirs) pinned to this environment's versions."""
-    try:
-        declared = metadata.requires("gazelle") or []
-    except metadata.PackageNotFoundError:
-        return pinned_closure(_FALLBACK)
+    declared = declared_requirements()
     names: list[str] = []
     for extra in ("", *EXTRAS):
         for req in _active(declared, extra=extra):

@@ -18,7 +18,7 @@ def test_the_image_runs_as_the_charts_user_and_listens_on_its_default_port() -> 
 
 def test_server_requirements_pin_what_gazelle_server_imports() -> None:
     names = {pin.split("==")[0].lower() for pin in selfimage.server_requirements()}
-    assert {"flask", "gunicorn", "kubernetes", "sqlalchemy", "httpx", "cloudpickle"} <= names
+    assert {"flask", "gunicorn", "kubernetes", "sqlalchemy", "alembic", "httpx", "cloudpickle"} <= names
     assert all("==" in pin for pin in selfimage.server_requirements())
 
 
