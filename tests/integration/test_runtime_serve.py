@@ -64,17 +64,24 @@ def test_every_log_line_is_json_and_access_lines_have_the_fields_and_no_secrets(
 def test_metrics_add_up_requests_from_all_workers(accounts):
     before = _count(call(accounts.url + "/metrics")[1], "/predict", "200")
     logged = len([e for e in accounts.events("request") if e["path"] == "/predict"])
-    with ThreadPoolExecutor(8) as pool:
-        statuses = list(pool.map(lambda _: predict(accounts, {"instances": ["hotel in Berlin"]})[0], range(40)))
-    assert statuses == [200] * 40
-    found = accounts.wait_events("request", lambda found: len([e for e in found if e["path"] == "/predict"])
-                                 >= logged + 40, "the access lines of the 40 requests")
-    served_by = {line["pid"] for line in [e for e in found if e["path"] == "/predict"][logged:]}
-    assert len(served_by) == 2, "both workers should have answered some of the 40 requests"
+    # Which worker accepts a connection is the kernel's choice: send rounds of 40 until both have
+    # answered (on a busy machine one worker can take a whole round).
+    sent, served_by = 0, set()
+    for _ in range(10):
+        with ThreadPoolExecutor(8) as pool:
+            statuses = list(pool.map(lambda _: predict(accounts, {"instances": ["hotel in Berlin"]})[0], range(40)))
+        assert statuses == [200] * 40
+        sent += 40
+        found = accounts.wait_events("request", lambda found: len([e for e in found if e["path"] == "/predict"])
+                                     >= logged + sent, f"the access lines of the {sent} requests")
+        served_by = {line["pid"] for line in [e for e in found if e["path"] == "/predict"][logged:]}
+        if len(served_by) == 2:
+            break
+    assert len(served_by) == 2, f"both workers should have answered some of the {sent} requests"
     # Whichever worker answers the scrape, it reports every worker's requests.
     for _ in range(6):
         text = call(accounts.url + "/metrics")[1]
-        assert _count(text, "/predict", "200") == before + 40
+        assert _count(text, "/predict", "200") == before + sent
     assert re.search(r'^gazelle_request_duration_seconds_bucket\{le="0.005",route="/predict"\} ', text, re.M)
     assert re.search(r"^gazelle_model_load_seconds \d", text, re.M)
     assert re.search(r"^gazelle_requests_in_flight \d", text, re.M)
