@@ -340,6 +340,26 @@ class Pipeline:
 
     # -- after a restart ---------------------------------------------------------------------------
 
+    def _fail_orphans(self, boot_time: float) -> set[tuple[str, int | None]]:
+        """Fail the jobs a dead runner left behind and the versions they were deploying; the jobs left."""
+        for job in self.store.jobs(statuses=ACTIVE, limit=10_000):
+            if job.status == "running" or job.created < boot_time:
+                log.warning("job %s (model %s) was interrupted by a restart", job.id, job.model)
+                self.recorder(job).fail(job.stage or job.stages[0]["name"], RESTART_MESSAGE)
+        active = {(j.model, j.version) for j in self.store.jobs(statuses=ACTIVE, limit=10_000)}
+        for v in self.store.versions_with_status("deploying"):
+            if (v.model, v.version) not in active:
+                self.store.update_version(v.model, v.version, status="failed", url=None)
+        return active
+
+    def _sweep(self, wanted: set[tuple[str, int | None]]) -> None:
+        """Stop what the target runs that is neither live nor some job's; retire stale ``ready`` rows."""
+        for running in self.target.running():
+            if (running.name, running.version) not in wanted:
+                self._stop_quietly(running.name, running.version, grace=self.stop_grace)
+        for v in self.store.versions_with_status("ready"):
+            self.store.update_version(v.model, v.version, status="retired", url=None)
+
     def recover(self, boot_time: float, *, shared: bool = False) -> None:
         """Fail the jobs a dead runner left behind, then bring back every live version.
 
@@ -348,14 +368,7 @@ class Pipeline:
         ``shared``: several replicas run jobs; theirs are not orphans (an expired lease is how one is
         found, see ``jobs``), so only the live versions are brought back, and nothing is swept.
         """
-        for job in [] if shared else self.store.jobs(statuses=ACTIVE, limit=10_000):
-            if job.status == "running" or job.created < boot_time:
-                log.warning("job %s (model %s) was interrupted by a restart", job.id, job.model)
-                self.recorder(job).fail(job.stage or job.stages[0]["name"], RESTART_MESSAGE)
-        active = {(j.model, j.version) for j in self.store.jobs(statuses=ACTIVE, limit=10_000)}
-        for v in [] if shared else self.store.versions_with_status("deploying"):
-            if (v.model, v.version) not in active:
-                self.store.update_version(v.model, v.version, status="failed", url=None)
+        active = None if shared else self._fail_orphans(boot_time)
         live = self.store.live_versions()
         releases = [_release(v, v.artifact, v.manifest) for v in live if v.artifact is not None]
         if releases:
@@ -371,19 +384,15 @@ class Pipeline:
             self.routes.invalidate(running.name)
 
         # Always asked, even with nothing live: restore is also where a target finds the runtimes a
-        # previous server left behind, so that the loop below can stop the ones no longer wanted.
+        # previous server left behind, so that the sweep below can stop the ones no longer wanted.
         back = {(r.name, r.version) for r in self.target.restore(
             releases, lambda line: log.info("restore: %s", line), on_ready=ready)}
         for r in releases:
             if (r.name, r.version) not in back:
                 log.error("model %s version %d could not be restored", r.name, r.version)
                 self.store.update_version(r.name, r.version, status="down", url=None)
-        wanted = {(v.model, v.version) for v in live} | active
         # Shared: a replica starting does not sweep the target; a version another replica is switching
         # to or draining is not "unwanted" (the job that replaced it stops it).
-        for running in [] if shared else self.target.running():
-            if (running.name, running.version) not in wanted:
-                self._stop_quietly(running.name, running.version, grace=self.stop_grace)
-        for v in [] if shared else self.store.versions_with_status("ready"):
-            self.store.update_version(v.model, v.version, status="retired", url=None)
+        if active is not None:
+            self._sweep({(v.model, v.version) for v in live} | active)
         self.routes.invalidate()
