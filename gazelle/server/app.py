@@ -23,7 +23,7 @@ from werkzeug.exceptions import HTTPException
 from gazelle.errors import GazelleError
 from gazelle.server import wiring
 from gazelle.server.api import api, health
-from gazelle.server.auth import Auth, hash_token
+from gazelle.server.auth import Auth
 from gazelle.server.events import EventHub, StreamBudget
 from gazelle.server.gateway import gateway_blueprint
 from gazelle.server.jobs import JobRunner
@@ -71,7 +71,7 @@ def create_app(settings: Settings | None = None, *, boot_time: float | None = No
                         sanity_timeout=settings.sanity_timeout, stage_delay=settings.stage_delay,
                         secrets=wiring.secrets_of(settings), bundles=wiring.bundle_store(settings, store),
                         runtime_token=service_token)
-    publisher = TokenPublisher(store.token_hashes, wired.target, extra={hash_token(service_token): "predict"})
+    publisher = TokenPublisher(store.token_hashes, wired.target)
     shared = wiring.shared_jobs(settings)
 
     def acquired() -> None:

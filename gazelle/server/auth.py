@@ -131,12 +131,7 @@ class Auth:
     def ensure_gateway_token(self, token: str) -> None:
         """Register the hash of the token this server's processes show runtimes (predict scope), so the
         tokens every replica hands its runtimes include every replica's gateway token."""
-        if self.store.token_by_hash(hash_token(token)) is not None or self.store.token_revoked(hash_token(token)):
-            return
-        try:
-            self.store.add_token("gateway (server processes)", "predict", hash_token(token))
-        except sa.exc.IntegrityError:   # another process registered it at the same moment
-            pass
+        self._register(token, "gateway (server processes)", "predict")
 
     def ensure_given_admin_token(self, token: str) -> bool:
         """Register ``token`` (``GAZELLE_ADMIN_TOKEN``) as an admin token unless known; True if added.
@@ -145,13 +140,21 @@ class Auth:
         """
         if len(token) < 16:
             raise ConfigError("GAZELLE_ADMIN_TOKEN must be at least 16 characters long")
-        if self.store.token_by_hash(hash_token(token)) is not None or self.store.token_revoked(hash_token(token)):
+        added = self._register(token, "admin (GAZELLE_ADMIN_TOKEN)", "admin")
+        if added:
+            log.info("registered the admin token from GAZELLE_ADMIN_TOKEN")
+        return added
+
+    def _register(self, token: str, name: str, scope: str) -> bool:
+        """Add ``token``'s hash unless it is known (or was revoked, which stays); True if added. Another
+        process of a server sharing the store may register it at the same moment: that is no error."""
+        token_hash = hash_token(token)
+        if self.store.token_by_hash(token_hash) is not None or self.store.token_revoked(token_hash):
             return False
         try:
-            self.store.add_token("admin (GAZELLE_ADMIN_TOKEN)", "admin", hash_token(token))
-        except sa.exc.IntegrityError:   # another replica, starting at the same time, registered it
+            self.store.add_token(name, scope, token_hash)
+        except sa.exc.IntegrityError:
             return False
-        log.info("registered the admin token from GAZELLE_ADMIN_TOKEN")
         return True
 
     def _new_admin_token(self) -> str:

@@ -11,8 +11,10 @@ second, so a token created or revoked anywhere is accepted or refused by every r
 Tokens themselves never leave the store's hashes.
 
 The server's own processes show runtimes one more token, ``gateway_token``: derived (HMAC) from the
-admin token in the data directory, so every server process computes the same one without storing or
-sending it anywhere, and knowing it reveals nothing of the admin token. The gateway sends it for a
+admin token (``GAZELLE_ADMIN_TOKEN`` when set, else the one in the data directory), so every process
+of a server computes the same one, and knowing it reveals nothing of the admin token. Only its hash is
+stored, as a predict token named "gateway (server processes)", so it reaches runtimes like any other
+token, and every replica's runtimes accept every replica's gateway. The gateway sends it for a
 private model once it has checked the caller's token itself (so a token created a moment ago works
 through the gateway at once), and the sanity check sends it too.
 """
@@ -69,13 +71,11 @@ def write_tokens_file(path: Path, public: bool, tokens: Mapping[str, str], *,
 
 
 class TokenPublisher:
-    """Polls ``hashes()`` and hands a changed set (with ``extra``) to ``target``. The constructor does
-    no I/O."""
+    """Polls ``hashes()`` and hands a changed set to ``target``. The constructor does no I/O."""
 
     def __init__(self, hashes: Callable[[], dict[str, str]], target: object, *,
-                 extra: Mapping[str, str] | None = None, interval: float = POLL_SECONDS) -> None:
+                 interval: float = POLL_SECONDS) -> None:
         self.hashes = hashes
-        self.extra = dict(extra or {})   # accepted besides the store's (the runner's own token)
         self.target = target
         self.interval = interval
         self._last: dict[str, str] | None = None
@@ -86,7 +86,7 @@ class TokenPublisher:
         """Hand the current set to the target if it changed since the last call."""
         if not isinstance(self.target, Guarded):
             return
-        current = {**self.hashes(), **self.extra}
+        current = self.hashes()
         if current != self._last:
             self.target.accept_tokens(current)
             self._last = current
