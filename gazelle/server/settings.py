@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any, Mapping
 
 from gazelle.booleans import parse_bool
-from gazelle.choices import BUILDERS, K8S_GATEWAYS, TARGETS
+from gazelle.choices import BUILDERS, FRONTS, K8S_GATEWAYS, TARGETS
 from gazelle.errors import ConfigError
 from gazelle.redaction import redact_url
 
@@ -35,6 +35,7 @@ class Settings:
     body_timeout: float = 30.0             # ... and then a body of up to 1 MiB
     max_client_connections: int = 100      # open connections per client address (0: no bound)
     max_event_streams: int = 8             # open job event streams per worker (each holds a thread)
+    front: str = "auto"                    # nginx on the port, predictions past Python (see front.py)
     target: str = "local"
     builder: str | None = None             # None: the target's own builder
     registry: str | None = None            # HOST[:PORT]/PREFIX
@@ -71,6 +72,8 @@ class Settings:
             raise ConfigError(f"unknown target {self.target!r}; valid targets: {', '.join(TARGETS)}")
         if self.builder is not None and self.builder not in BUILDERS:
             raise ConfigError(f"unknown builder {self.builder!r}; valid builders: {', '.join(BUILDERS)}")
+        if self.front not in FRONTS:
+            raise ConfigError(f"GAZELLE_FRONT must be one of {', '.join(FRONTS)}, got {self.front!r}")
         if self.docker_network not in DOCKER_NETWORKS:
             raise ConfigError(f"GAZELLE_DOCKER_NETWORK must be one of {', '.join(DOCKER_NETWORKS)}, "
                               f"got {self.docker_network!r}")
@@ -247,6 +250,7 @@ _ENV: dict[str, tuple[str, Any]] = {
     "body_timeout": ("GAZELLE_BODY_TIMEOUT", _float),
     "max_client_connections": ("GAZELLE_MAX_CLIENT_CONNECTIONS", _int),
     "max_event_streams": ("GAZELLE_MAX_EVENT_STREAMS", _int),
+    "front": ("GAZELLE_FRONT", _str),
     "target": ("GAZELLE_TARGET", _str),
     "builder": ("GAZELLE_BUILDER", _str),
     "registry": ("GAZELLE_REGISTRY", _str),
