@@ -34,6 +34,7 @@ from gazelle.server.runtime_access import TokenPublisher, gateway_token
 from gazelle.server.settings import Settings
 from gazelle.server.state import ServerState, state as _state
 from gazelle.server.store import Store
+from gazelle.server.urls import ModelUrls
 
 log = logging.getLogger("gazelle.server")
 
@@ -66,7 +67,7 @@ def create_app(settings: Settings | None = None, *, boot_time: float | None = No
     service_token = gateway_token(settings.admin_token or settings.token_path.read_text().strip())
     auth.ensure_gateway_token(service_token)
     pipeline = Pipeline(store, hub, wired.builder, wired.target, routes, bundles_dir=bundles_dir,
-                        base_url=settings.base_url, publish=wired.publish,
+                        urls=ModelUrls.of(settings), publish=wired.publish,
                         drain_seconds=settings.drain_seconds, stop_grace=settings.stop_grace,
                         sanity_timeout=settings.sanity_timeout, stage_delay=settings.stage_delay,
                         secrets=wiring.secrets_of(settings), bundles=wiring.bundle_store(settings, store),
