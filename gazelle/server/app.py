@@ -37,6 +37,7 @@ from gazelle.server.runtime_access import TokenPublisher, gateway_token
 from gazelle.server.settings import Settings
 from gazelle.server.state import ServerState, state as _state
 from gazelle.server.store import Store
+from gazelle.server.urls import ModelUrls
 
 log = logging.getLogger("gazelle.server")
 
@@ -72,7 +73,7 @@ def create_app(settings: Settings | None = None, *, boot_time: float | None = No
     if settings.front == "nginx":   # `gazelle server` started nginx on the port (front.py)
         front = _front(settings, routes, service_token)
     pipeline = Pipeline(store, hub, wired.builder, wired.target, routes, bundles_dir=bundles_dir,
-                        base_url=settings.base_url, publish=wired.publish,
+                        urls=ModelUrls.of(settings), publish=wired.publish,
                         drain_seconds=settings.drain_seconds, stop_grace=settings.stop_grace,
                         sanity_timeout=settings.sanity_timeout, stage_delay=settings.stage_delay,
                         secrets=wiring.secrets_of(settings), bundles=wiring.bundle_store(settings, store),
