@@ -14,7 +14,6 @@ from pathlib import Path
 from typing import Iterator
 
 import httpx
-import psutil
 import pytest
 
 from gazelle.bundle import MANIFEST, MODEL, pack
