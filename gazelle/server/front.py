@@ -14,7 +14,8 @@ and the sign-in stay with the Python gateway):
 - private model: the caller's ``Authorization`` is checked by a subrequest to gunicorn
   (``/_gazelle/front/authorize``, the same check as the gateway's), whose yes is cached for
   ``AUTH_CACHE_SECONDS`` per header value, so a revoked token is refused within that; the runtime gets
-  the server's gateway token instead of the caller's, so a model never sees its callers' tokens. No
+  the server's gateway token instead of the caller's, so a model never sees its callers' tokens (the
+  cache's files, under the front's private directory, hold the header values they answer for). No
   or a refused token (a browser with the sign-in cookie, a wrong token) goes to the Python gateway,
   which answers exactly as without a front (the JSON 401, the sign-in form, the cookie).
 - a runtime that refuses the connection (a version that has just stopped) sends the request, whose
@@ -76,6 +77,8 @@ AUTH_CACHE_SECONDS = 1
 RESYNC_SECONDS = 1.0
 RELOAD_TIMEOUT = 10.0
 AUTHORIZE_PATH = "/_gazelle/front/authorize"
+# Idle connections nginx keeps open to each runtime; below the runtime's own keep-alive (5 s).
+KEEPALIVE = "keepalive 64; keepalive_timeout 4s; keepalive_requests 100000;"
 _PR_SET_PDEATHSIG = 1
 
 
@@ -271,8 +274,7 @@ class Front:
         host = f"[{listen.host}]" if ":" in listen.host else listen.host
         upstreams, locations = [], []
         for n, (route, address) in enumerate(sorted(routes, key=lambda r: r[0].name)):
-            upstreams.append(f"upstream gz_m{n} {{ server {address}; keepalive 64; keepalive_timeout 4s; "
-                             f"keepalive_requests 100000; }}  # {route.name} v{route.version}")
+            upstreams.append(f"upstream gz_m{n} {{ server {address}; {KEEPALIVE} }}  # {route.name} v{route.version}")
             locations.append(self._model_location(route, f"gz_m{n}"))
         user = f"user {pwd.getpwuid(os.getuid()).pw_name};" if os.geteuid() == 0 else ""
         limit = (f"limit_conn gz_clients {listen.per_client};" if listen.per_client else "")
