@@ -10,7 +10,8 @@ What runs, per model (the account-suggestion text pipeline and a 100-tree random
 ``bench/runtime.py``): the bare app (``baseline``); ``gazelle runtime`` on its own TCP port from a
 bundle saved with ``batch=True`` (``port``) and with ``batch=False`` (``port-nobatch``); and one
 ``gazelle server`` (``--server-workers``, local target) to which both bundles are deployed as private
-models, measured through the gateway (``url``, ``url-nobatch``). The server's runtimes listen on
+models, measured through the gateway (``url``, ``url-nobatch``; with nginx installed the server's front
+sends them on, ``--front off`` measures the Python gateway alone). The server's runtimes listen on
 private unix sockets, which wrk cannot reach, so the runtime's own port is a standalone runtime with
 the same bundle and workers. Every path must give the same predictions before anything is timed.
 Per round, concurrency and rows per request: a warm-up and a measured ``wrk -t1`` run on each path,
@@ -77,12 +78,12 @@ class Target:
         return self.predictions(answer.json())
 
 
-def start_gazelle_server(workers: int, logdir: Path, data_dir: Path) -> tuple[Server, str]:
+def start_gazelle_server(workers: int, logdir: Path, data_dir: Path, front: str) -> tuple[Server, str]:
     port = _servers.free_port()
     argv = [*_servers.gazelle_cli(), "server", "--host", "127.0.0.1", "--port", str(port),
             "--data-dir", str(data_dir), "--workers", str(workers)]
     server = Server("gazelle-server", argv, port, logdir / "gazelle-server.log",
-                    env={"PYTHONPATH": str(rt.ROOT), "GAZELLE_RUNTIME_ACCESS_LOG": "1"})
+                    env={"PYTHONPATH": str(rt.ROOT), "GAZELLE_RUNTIME_ACCESS_LOG": "1", "GAZELLE_FRONT": front})
     server.start("/readyz", timeout=120)
     return server, (data_dir / "token").read_text().strip()
 
@@ -188,7 +189,8 @@ def run_model(kind: str, args: argparse.Namespace, work: Path, log: Callable[[st
         for label, batch in (("port", True), ("port-nobatch", False)):
             servers[label] = rt.start_gazelle(label, bundles[batch], args.workers, logdir)
             paths[label] = Target(servers[label], servers[label].url + "/predict")
-        server, token = start_gazelle_server(args.server_workers, logdir, work / f"{kind}-data")
+        server, token = start_gazelle_server(args.server_workers, logdir, work / f"{kind}-data", args.front)
+        front = "nginx" if "(nginx in front)" in (logdir / "gazelle-server.log").read_text() else "off"
         servers["gazelle-server"] = server
         for label, batch, model_name in (("url", True, name), ("url-nobatch", False, f"{name}-nobatch")):
             deploy_seconds[label] = deploy(server, token, model_name, bundles[batch])
@@ -235,7 +237,7 @@ def run_model(kind: str, args: argparse.Namespace, work: Path, log: Callable[[st
         cells[key] = cell
     return {"model": type(model).__name__, "bundle_name": name, "cells": cells, "memory": memory,
             "ready_seconds": {n: s.ready_seconds for n, s in servers.items()},
-            "deploy_seconds": deploy_seconds, **({"peers": peers} if envs else {})}
+            "deploy_seconds": deploy_seconds, "front": front, **({"peers": peers} if envs else {})}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -252,6 +254,8 @@ def main(argv: list[str] | None = None) -> int:
                    type=lambda s: [x for x in s.split(",") if x],
                    help="also serve the pickles with these peers (default with no value: bentoml,mlserver)")
     p.add_argument("--out", type=Path)
+    p.add_argument("--front", choices=("auto", "nginx", "off"), default="auto",
+                   help="GAZELLE_FRONT of the gazelle server (the JSON's models.*.front says what it used)")
     p.add_argument("--quiet", action="store_true")
     args = p.parse_args(argv)
     unknown = set(args.peers) - set(_peers.PEERS)

@@ -201,7 +201,9 @@ class Front:
                 if self.config.exists() and self.config.read_text() == text:
                     return False
                 _write(self.config, text)
-                os.kill(int((self.dir / "nginx.pid").read_text()), signal.SIGHUP)
+                master = int((self.dir / "nginx.pid").read_text())
+                old_workers = _children(master)
+                os.kill(master, signal.SIGHUP)
                 deadline = time.monotonic() + RELOAD_TIMEOUT
                 while self._generation() != generation:
                     if time.monotonic() > deadline:
@@ -209,6 +211,11 @@ class Front:
                                   "above); requests go to the previous ones", RELOAD_TIMEOUT)
                         return True
                     time.sleep(0.005)
+                # New workers answer; the old ones may still take a connection or two until they read
+                # the master's message. Done once none of them holds the listening socket any more.
+                listening = _listening_inodes(self.listen.port)
+                while any(_holds(pid, listening) for pid in old_workers) and time.monotonic() < deadline:
+                    time.sleep(0.002)
                 return True
         except (OSError, ValueError) as err:
             log.error("front: could not update nginx's routes: %s", err)
@@ -394,6 +401,51 @@ _ERROR_PAGES = [
                 "add_header Retry-After 1 always; "),
     _json_error("@upstream_timeout", 504, "upstream_timeout", "the model did not answer in time"),
 ]
+
+
+def _children(pid: int) -> list[int]:
+    """The processes whose parent is ``pid`` (nginx's workers)."""
+    found = []
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                stat = (entry / "stat").read_text()
+            except OSError:
+                continue
+            if int(stat.rsplit(")", 1)[1].split()[1]) == pid:
+                found.append(int(entry.name))
+    return found
+
+
+def _listening_inodes(port: int) -> set[str]:
+    """The inodes of the TCP sockets listening on ``port`` (state 0A in /proc/net/tcp, tcp6)."""
+    inodes = set()
+    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+        try:
+            lines = Path(table).read_text().splitlines()[1:]
+        except OSError:
+            continue
+        for line in lines:
+            fields = line.split()
+            if fields[3] == "0A" and int(fields[1].rsplit(":", 1)[1], 16) == port:
+                inodes.add(fields[9])
+    return inodes
+
+
+def _holds(pid: int, inodes: set[str]) -> bool:
+    """Whether process ``pid`` (still) has one of the sockets ``inodes`` open."""
+    try:
+        fds = os.listdir(f"/proc/{pid}/fd")
+    except OSError:
+        return False   # gone
+    for fd in fds:
+        try:
+            target = os.readlink(f"/proc/{pid}/fd/{fd}")
+        except OSError:
+            continue
+        if target.startswith("socket:[") and target[8:-1] in inodes:
+            return True
+    return False
 
 
 def _write(path: Path, text: str) -> None:
