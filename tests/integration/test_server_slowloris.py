@@ -19,7 +19,8 @@ from tests.integration._server import ServerProcess, bundle, kill_runtimes, leng
 pytestmark = pytest.mark.integration
 
 TRICKLERS = 200
-HEADER_TIMEOUT = 25
+HEADER_TIMEOUT = 25      # the module's server: longer than the tricklers' test, which they must outlast
+SHORT_HEADER_TIMEOUT = 2
 PER_CLIENT = 40
 STREAMS = 2
 
@@ -94,14 +95,19 @@ def test_trickling_clients_slow_neither_predictions_nor_healthz_nor_a_deploy(ser
         slow.close()
 
 
-def test_headers_that_never_finish_get_a_408_after_the_header_timeout(server: ServerProcess) -> None:
-    sock = socket.create_connection(("127.0.0.1", _port(server)))
+def test_headers_that_never_finish_get_a_408_after_the_header_timeout(tmp_path_factory: pytest.TempPathFactory) -> None:
+    impatient = start_server(tmp_path_factory.mktemp("slowloris-408") / "data",
+                             env={"GAZELLE_HEADER_TIMEOUT": str(SHORT_HEADER_TIMEOUT)})
     try:
-        sock.sendall(b"GET /healthz HTTP/1.1\r\nHost: x\r\n")
-        sock.settimeout(HEADER_TIMEOUT + 15)
-        answer = sock.recv(4096)
+        sock = socket.create_connection(("127.0.0.1", _port(impatient)))
+        try:
+            sock.sendall(b"GET /healthz HTTP/1.1\r\nHost: x\r\n")
+            sock.settimeout(SHORT_HEADER_TIMEOUT + 15)
+            answer = sock.recv(4096)
+        finally:
+            sock.close()
     finally:
-        sock.close()
+        impatient.terminate()
     assert answer.startswith(b"HTTP/1.1 408 "), answer
     assert b'"request_timeout"' in answer
 
