@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from kubernetes.client import V1Container, V1Pod, V1PodSpec, V1Probe
 
-from gazelle.server.targets._k8s_rollout import _probe_budget, _probe_failure, _probe_kill, _startup_threshold
+from gazelle.server.targets._k8s_rollout import _probe_budget, _probe_failure, _probe_kill, _startup_probe
 
 POD = "gazelle-lengths-v5-6d9c-x2x"
 STARTUP = (f'{POD}: Unhealthy: Startup probe failed: Get "http://127.0.0.1:22344/v2/health/live": '
@@ -50,6 +50,5 @@ def test_the_startup_probes_budget_comes_first_then_livenesss_with_the_kubelets_
     assert _probe_budget(_pod(liveness_probe=V1Probe()), "runtime") == 30
     assert _probe_budget(_pod(), "runtime") == float("inf")
     assert _probe_budget(_pod(startup_probe=startup), "gone") == float("inf")
-    assert _startup_threshold(_pod(startup_probe=startup), "runtime") == 45
-    assert _startup_threshold(_pod(startup_probe=V1Probe()), "runtime") == 3
-    assert _startup_threshold(_pod(liveness_probe=liveness), "runtime") is None
+    assert _startup_probe(_pod(startup_probe=startup), "runtime") is startup
+    assert _startup_probe(_pod(liveness_probe=liveness), "runtime") is None

@@ -13,8 +13,8 @@ Read from the pods' own status, polled (a watch would hold a connection per depl
   ready timeout while the readiness probe fails; the message quotes the probe's last failure from the
   pod's events ("Startup probe failed: ... connection refused"). Once a container has been seen
   unready for longer than its probe's budget, its events are read on each poll: a ``Killing`` event
-  for a probe, or as many startup probe failures as its ``failureThreshold``, fail the rollout at
-  once, not when the container has stopped (a 1.20 kubelet kills for a failed startup probe only at
+  for a probe, or as many startup probe failures as its ``failureThreshold`` (counted in the events,
+  or from the time that many attempts take), fail the rollout at once, not when the container has stopped (a 1.20 kubelet kills for a failed startup probe only at
   its next pod sync, and a container may take its whole termination grace period to go);
 - the Deployment's progress deadline.
 
@@ -114,7 +114,9 @@ class Rollout:
         """A running container that is not ready, seen for longer than its probes allow: its events tell
         at once that the kubelet restarts it. Either its ``Killing`` event is there, or (first run,
         never started) the startup probe has failed its ``failureThreshold`` times: the kubelet kills
-        it for that, though a 1.20 kubelet does so only at its next pod sync, up to a minute later."""
+        it for that, though a 1.20 kubelet does so only at its next pod sync, up to a minute later.
+        Failures are counted from the events, else from the time: an attempt every period (or every
+        timeout, when that is longer), after the initial delay and one period of the kubelet's jitter."""
         key = (pod.metadata.uid or pod.metadata.name, status.name, int(status.restart_count or 0))
         since = self._running_since.setdefault(key, time.monotonic())
         if time.monotonic() - since < _probe_budget(pod, status.name):
@@ -122,11 +124,16 @@ class Rollout:
         raw = _raw_events(self.core, self.namespace, pod.metadata.name)
         events = _event_lines([(pod.metadata.name, event) for event in raw])
         killed = _probe_kill(events, 0)
-        if killed is None and not status.started and not status.restart_count:
-            threshold = _startup_threshold(pod, status.name)
+        probe = _startup_probe(pod, status.name)
+        if killed is None and probe is not None and not status.started and not status.restart_count:
+            # Never started: every probe so far failed (or has yet to answer). Enough of them, counted
+            # in the events (which the kubelet stops sending after a burst) or by the time they took.
             failures = sum(e.count or 1 for e in raw if e.reason == "Unhealthy"
-                           and str(e.message or "").startswith("Startup probe failed"))
-            if threshold is not None and failures >= threshold:
+                           and "Startup probe failed" in str(e.message or ""))
+            threshold = probe.failure_threshold or 3
+            attempts = ((probe.initial_delay_seconds or 0) + (probe.period_seconds or 10)
+                        + max(probe.period_seconds or 10, probe.timeout_seconds or 1) * threshold)
+            if failures >= threshold or (failures and time.monotonic() - since >= attempts):
                 killed = "startup"
         if killed is not None:
             raise self._probe_killed(pod, killed, self._pod_log(pod.metadata.name, previous=False), events)
@@ -197,11 +204,11 @@ def _probe_budget(pod: Any, container: str) -> float:
     return float("inf")
 
 
-def _startup_threshold(pod: Any, container: str) -> int | None:
-    """The startup probe's ``failureThreshold`` (the kubelet's default 3); None without a startup probe."""
+def _startup_probe(pod: Any, container: str) -> Any:
+    """The container's startup probe, or None."""
     for spec in pod.spec.containers or []:
-        if spec.name == container and spec.startup_probe is not None:
-            return int(spec.startup_probe.failure_threshold or 3)
+        if spec.name == container:
+            return spec.startup_probe
     return None
 
 
