@@ -46,6 +46,9 @@ class Server:
     port: int
     log: Path
     env: dict[str, str] = field(default_factory=dict)
+    # Count (and stop) every descendant, not only the master and its children: for servers whose
+    # workers are grandchildren or start sessions of their own (BentoML, MLServer).
+    descendants: bool = False
     proc: subprocess.Popen[bytes] | None = None
     ready_seconds: float | None = None
 
@@ -80,6 +83,7 @@ class Server:
         if self.proc is None or self.proc.poll() is not None:
             return
         pgid = self.proc.pid  # its own session: the group id is its pid
+        strays = _started(self.pids()[1:]) if self.descendants else {}
         try:
             os.killpg(pgid, signal.SIGTERM)
             self.proc.wait(timeout=15)
@@ -88,11 +92,14 @@ class Server:
             self.proc.wait(timeout=5)
         except ProcessLookupError:
             pass
+        _reap(strays)
 
     def pids(self) -> list[int]:
         """The master and its workers (children), for a profiler to attach to."""
         if self.proc is None:
             return []
+        if self.descendants:
+            return descendant_pids(self.proc.pid)
         out = subprocess.run(["pgrep", "-P", str(self.proc.pid)], capture_output=True, text=True)
         return [self.proc.pid, *(int(p) for p in out.stdout.split())]
 
@@ -134,6 +141,46 @@ class Server:
             return "\n".join(self.log.read_text(errors="replace").splitlines()[-n:])
         except OSError:
             return "(no log)"
+
+
+def _stat(pid: int) -> list[str] | None:
+    """The fields of /proc/PID/stat after the command name (state, ppid, ...), None when it is gone."""
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except (OSError, IndexError):
+        return None
+
+
+def descendant_pids(root: int) -> list[int]:
+    """``root`` and every live process below it, parents before children."""
+    children: dict[int, list[int]] = {}
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        fields = _stat(int(stat.parent.name))
+        if fields:
+            children.setdefault(int(fields[1]), []).append(int(stat.parent.name))
+    found = [root]
+    for pid in found:
+        found.extend(sorted(children.get(pid, [])))
+    return found
+
+
+def _started(pids: list[int]) -> dict[int, str]:
+    """Each pid's start time, so that a pid the kernel reused later is never signalled."""
+    return {pid: fields[19] for pid in pids if (fields := _stat(pid))}
+
+
+def _reap(processes: dict[int, str], grace: float = 5.0) -> None:
+    """SIGKILL those of ``processes`` (pid -> start time) still alive after ``grace`` seconds: workers in
+    sessions of their own, which the signal to the server's group did not reach."""
+    deadline = time.monotonic() + grace
+    while processes and time.monotonic() < deadline:
+        processes = {pid: t for pid, t in processes.items() if (f := _stat(pid)) and f[19] == t and f[0] != "Z"}
+        time.sleep(0.1)
+    for pid in processes:
+        try:
+            os.kill(pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
 
 
 def post_json(url: str, body: bytes, timeout: float = 30.0) -> tuple[int, Any]:

@@ -19,12 +19,18 @@ request; ratios to the baseline and ``url`` to ``port``; RSS/PSS of every servin
 (the server's alone: its runtimes run in their own sessions, and use what ``port`` uses); seconds
 from start to ready.
 
-Not yet here: the peers (BentoML with adaptive batching, MLServer) side by side in the same run.
+With ``--peers`` (or ``--peers bentoml``, ``--peers mlserver``), the same pickles are also served, in
+the same run and with the same wrk cells, by BentoML (adaptive batching on) and MLServer (a custom
+runtime that loads the cloudpickle), each from a virtualenv of its own made once and cached outside
+the repository (``bench/_peers.py``). Each peer's answers must equal the model's in-process
+predictions before it is timed. A peer that fails to install, start or agree is reported as
+``{"error": ...}`` and the run goes on without it. Each cell then also has ``url_vs_peers``: the
+URL's requests/s over the peer's and its p50 over the peer's.
 
 Limits: servers and wrk share the machine (nothing pinned), so absolute numbers swing with other
 load; the ratios of one run are the point. Output: one JSON object on stdout (and ``--out``).
 
-    python bench/endpoint.py [--seconds 2] [--rounds 1] [--out bench/results/endpoint.json]
+    python bench/endpoint.py [--seconds 2] [--rounds 1] [--peers] [--out bench/results/endpoint.json]
 """
 from __future__ import annotations
 
@@ -43,6 +49,7 @@ import httpx
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 
+import _peers  # noqa: E402
 import _servers  # noqa: E402
 import runtime as rt  # noqa: E402
 from _servers import Server  # noqa: E402
@@ -51,10 +58,23 @@ TARGET_URL_VS_PORT = 0.85
 
 
 class Target:
-    """One measured address: the server whose CPU and memory count, the URL, the credentials."""
+    """One measured address: the server whose CPU and memory count, the URL, the credentials; for a
+    peer, its own request bodies (None: the common ones) and how to read predictions from its answer."""
 
-    def __init__(self, server: Server, url: str, auth: str | None = None) -> None:
-        self.server, self.url, self.auth = server, url, auth
+    def __init__(self, server: Server, url: str, auth: str | None = None, bodies: dict[int, Path] | None = None,
+                 predictions: Callable[[Any], list[Any]] = lambda payload: payload["predictions"]) -> None:
+        self.server, self.url, self.auth, self.bodies, self.predictions = server, url, auth, bodies, predictions
+
+    def body(self, common: dict[int, Path], batch: int) -> Path:
+        return (self.bodies or common)[batch]
+
+    def ask(self, body: Path) -> list[Any]:
+        """The predictions this path answers for one body."""
+        headers = {"Content-Type": "application/json", **({"Authorization": self.auth} if self.auth else {})}
+        answer = httpx.post(self.url, content=body.read_bytes(), headers=headers, timeout=60, trust_env=False)
+        if answer.status_code != 200:
+            raise RuntimeError(f"{self.url} answered {answer.status_code} for {body.name}: {answer.text[:500]}")
+        return self.predictions(answer.json())
 
 
 def start_gazelle_server(workers: int, logdir: Path, data_dir: Path) -> tuple[Server, str]:
@@ -89,12 +109,7 @@ def check_same_answers(paths: dict[str, Target], bodies: dict[int, Path]) -> Non
     for batch, body in bodies.items():
         answers = {}
         for name, path in paths.items():
-            headers = {"Content-Type": "application/json", **({"Authorization": path.auth} if path.auth else {})}
-            answer = httpx.post(path.url, content=body.read_bytes(), headers=headers, timeout=60, trust_env=False)
-            if answer.status_code != 200:
-                raise RuntimeError(f"{name} answered {answer.status_code} for batch {batch}: {answer.text[:500]}")
-            payload = answer.json()
-            answers[name] = payload["predictions"]
+            answers[name] = path.ask(body)
         first, *rest = answers.values()
         if any(other != first for other in rest):
             raise RuntimeError(f"paths disagree on batch {batch}: "
@@ -112,7 +127,7 @@ def measure(paths: dict[str, Target], bodies: dict[int, Path], args: argparse.Na
                 key = rt.cell_key(conc, batch)
                 for name in order:
                     path = paths[name]
-                    body = bodies[batch]
+                    body = path.body(bodies, batch)
                     if args.warmup > 0:
                         _servers.run_wrk(path.url, body, connections=conc, seconds=args.warmup, auth=path.auth)
                     cpu_before = path.server.cpu_seconds()
@@ -125,7 +140,29 @@ def measure(paths: dict[str, Target], bodies: dict[int, Path], args: argparse.Na
     return runs
 
 
-def run_model(kind: str, args: argparse.Namespace, work: Path, log: Callable[[str], None]) -> dict[str, Any]:
+def start_peer(peer: str, env: dict[str, Any], kind: str, name: str, pickle_path: Path, bodies: dict[int, Path],
+               rows: dict[int, list[Any]], workers: int, work: Path) -> _peers.Peer:
+    if peer == "bentoml":
+        return _peers.start_bentoml(env, kind, pickle_path, bodies, workers, work)
+    return _peers.start_mlserver(env, kind, name, pickle_path, {b: rows[b] for b in bodies}, workers, work)
+
+
+def check_peer(peer: _peers.Peer, bodies: dict[int, Path], expected: dict[int, list[Any]]) -> None:
+    """The peer must answer every body with the model's own in-process predictions."""
+    target = Target(peer.server, peer.url, bodies=peer.bodies, predictions=peer.predictions)
+    for batch in bodies:
+        try:
+            got = target.ask(target.body(bodies, batch))
+        except (RuntimeError, httpx.HTTPError, ValueError) as err:
+            raise _peers.PeerError(f"{peer.server.name} failed a {batch}-row request: "
+                                   f"{_peers.first_sentence(str(err))}") from None
+        if got != expected[batch]:
+            raise _peers.PeerError(f"{peer.server.name}'s predictions for {batch} rows differ from the model's "
+                                   f"in-process ones ({str(got)[:120]} against {str(expected[batch])[:120]})")
+
+
+def run_model(kind: str, args: argparse.Namespace, work: Path, log: Callable[[str], None],
+              envs: dict[str, dict[str, Any]]) -> dict[str, Any]:
     import gazelle.bundle
 
     name, make = rt.MODELS[kind]
@@ -144,6 +181,7 @@ def run_model(kind: str, args: argparse.Namespace, work: Path, log: Callable[[st
     servers: dict[str, Server] = {}
     paths: dict[str, Target] = {}
     deploy_seconds: dict[str, float] = {}
+    peers: dict[str, dict[str, Any]] = {}
     try:
         servers["baseline"] = rt.start_baseline(pickle_path, args.workers, logdir)
         paths["baseline"] = Target(servers["baseline"], servers["baseline"].url + "/predict")
@@ -156,7 +194,25 @@ def run_model(kind: str, args: argparse.Namespace, work: Path, log: Callable[[st
             deploy_seconds[label] = deploy(server, token, model_name, bundles[batch])
             paths[label] = Target(server, f"{server.url}/m/{model_name}/predict", f"Bearer {token}")
         check_same_answers(paths, bodies)
-        log(f"{kind}: every path up and agreeing")
+        expected = {batch: model.predict(rows[batch]).tolist() for batch in args.batches}
+        for peer, env in envs.items():
+            if "error" in env:
+                peers[peer] = env
+                continue
+            try:
+                started = start_peer(peer, env, kind, name, pickle_path, bodies, rows, args.workers, work)
+                servers[peer] = started.server
+                check_peer(started, bodies, expected)
+            except Exception as err:  # a peer that fails is reported; the run goes on without it
+                if peer in servers:
+                    servers.pop(peer).stop()
+                message = str(err) if isinstance(err, _peers.PeerError) else f"{peer} failed: {err}"
+                peers[peer] = {"error": _peers.first_sentence(message)}
+                log(f"{kind}: {peer}: {peers[peer]['error']}")
+                continue
+            peers[peer] = started.config
+            paths[peer] = Target(started.server, started.url, bodies=started.bodies, predictions=started.predictions)
+        log(f"{kind}: every path up and agreeing: {', '.join(paths)}")
         runs = measure(paths, bodies, args, log)
         memory = {n: s.memory() for n, s in servers.items()}
     finally:
@@ -168,13 +224,18 @@ def run_model(kind: str, args: argparse.Namespace, work: Path, log: Callable[[st
         base = cell["baseline"]["rps"]
         cell["vs_baseline"] = {n: {"throughput": rt.ratio(c["rps"], base),
                                    "p50": rt.ratio(c["p50_ms"], cell["baseline"]["p50_ms"])}
-                               for n, c in cell.items() if n not in ("baseline", "vs_baseline")}
+                               for n, c in cell.items() if n in per_path and n != "baseline"}
         cell["url_vs_port"] = {"batch": rt.ratio(cell["url"]["rps"], cell["port"]["rps"]),
                                "nobatch": rt.ratio(cell["url-nobatch"]["rps"], cell["port-nobatch"]["rps"])}
+        if any(peer in per_path for peer in peers):
+            # Gazelle's URL against each peer: above 1 for throughput (below 1 for p50) means Gazelle ahead.
+            cell["url_vs_peers"] = {peer: {"throughput": rt.ratio(cell["url"]["rps"], cell[peer]["rps"]),
+                                           "p50": rt.ratio(cell["url"]["p50_ms"], cell[peer]["p50_ms"])}
+                                    for peer in peers if peer in per_path}
         cells[key] = cell
     return {"model": type(model).__name__, "bundle_name": name, "cells": cells, "memory": memory,
             "ready_seconds": {n: s.ready_seconds for n, s in servers.items()},
-            "deploy_seconds": deploy_seconds}
+            "deploy_seconds": deploy_seconds, **({"peers": peers} if envs else {})}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -187,9 +248,15 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--concurrency", type=lambda s: [int(x) for x in s.split(",")], default=[1, 8, 32])
     p.add_argument("--batches", type=lambda s: [int(x) for x in s.split(",")], default=[1, 100])
     p.add_argument("--models", type=lambda s: s.split(","), default=list(rt.MODELS))
+    p.add_argument("--peers", nargs="?", const=",".join(_peers.PEERS), default="",
+                   type=lambda s: [x for x in s.split(",") if x],
+                   help="also serve the pickles with these peers (default with no value: bentoml,mlserver)")
     p.add_argument("--out", type=Path)
     p.add_argument("--quiet", action="store_true")
     args = p.parse_args(argv)
+    unknown = set(args.peers) - set(_peers.PEERS)
+    if unknown:
+        p.error(f"unknown peer: {', '.join(sorted(unknown))} (known: {', '.join(_peers.PEERS)})")
     if _servers.wrk_path() is None:
         raise SystemExit("wrk is not installed (Debian: apt-get install -y wrk)")
 
@@ -200,15 +267,31 @@ def main(argv: list[str] | None = None) -> int:
     result: dict[str, Any] = {"benchmark": "endpoint", "machine": rt.machine(),
                               "settings": {k: v for k, v in vars(args).items() if k not in ("out", "quiet")},
                               "models": {}}
+    envs: dict[str, dict[str, Any]] = {}
+    for peer in args.peers:
+        try:
+            envs[peer] = _peers.ensure_env(peer, log)
+        except Exception as err:  # reported; the run goes on without this peer
+            message = str(err) if isinstance(err, _peers.PeerError) else f"installing {peer} failed: {err}"
+            envs[peer] = {"error": _peers.first_sentence(message)}
+            log(f"{peer}: {envs[peer]['error']}")
+    if envs:
+        result["peers"] = {peer: {k: v for k, v in env.items() if k != "python"} for peer, env in envs.items()}
     with tempfile.TemporaryDirectory(prefix="gazelle-bench-endpoint-") as tmp:
         for kind in args.models:
-            result["models"][kind] = run_model(kind, args, Path(tmp), log)
+            result["models"][kind] = run_model(kind, args, Path(tmp), log, envs)
     result["targets"] = {
         kind: {"c8_b1_url_throughput_vs_baseline": m["cells"].get("c8/b1", {}).get("vs_baseline", {}).get("url", {}).get("throughput"),
                "c1_b1_url_p50_vs_baseline": m["cells"].get("c1/b1", {}).get("vs_baseline", {}).get("url", {}).get("p50"),
                "url_vs_port_min": min((c["url_vs_port"]["batch"] or 0) for c in m["cells"].values()),
                "url_vs_port_target": TARGET_URL_VS_PORT}
         for kind, m in result["models"].items()}
+    if envs:
+        result["url_vs_peers_throughput"] = {
+            kind: {peer: {key: c["url_vs_peers"][peer]["throughput"] for key, c in m["cells"].items()
+                          if peer in c.get("url_vs_peers", {})} or m["peers"][peer]
+                   for peer in envs}
+            for kind, m in result["models"].items()}
     text = json.dumps(result, indent=1, default=str)
     print(text)
     if args.out:

@@ -15,3 +15,6 @@ PAIRS = {"local": ("venv",), "docker": ("docker", "append"), "kubernetes": IMAGE
 # How the gateway reaches a kubernetes version: "endpoints", its ready pods from an EndpointSlice watch
 # (no kube-proxy needed); "service", the version Service's cluster DNS name, balanced by kube-proxy.
 K8S_GATEWAYS = ("endpoints", "service")
+
+# What listens on the build server's port (gazelle.server.front): nginx in front of gunicorn, or gunicorn.
+FRONTS = ("auto", "nginx", "off")

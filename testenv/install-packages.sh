@@ -5,6 +5,8 @@
 
 PACKAGES=(bubblewrap docker.io docker-registry debootstrap apache2-utils etcd-server golang-go rsync jq dpkg-dev
           patch socat busybox-static postgresql curl bc openssl python3 chromium wrk)
+# the build server's front (gazelle/server/front.py): nginx in front of gunicorn on the server's port
+PACKAGES+=(nginx-light)
 # the token registry's token server (token_server.py) signs with Debian's python3-cryptography
 PACKAGES+=(python3-cryptography)
 

@@ -140,6 +140,8 @@ def status(args: argparse.Namespace) -> int:
         model = client.api("GET", f"/models/{name}")
     print(f"name:    {model['name']}")
     print(f"url:     {model.get('url', '')}")
+    if model.get("gateway_url") and model.get("gateway_url") != model.get("url"):
+        print(f"gateway: {model['gateway_url']}")
     print(f"public:  {'yes' if model.get('public') else 'no'}")
     print(f"live:    {model.get('live_version') or 'none'}")
     versions = model.get("versions") or []

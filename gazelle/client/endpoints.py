@@ -1,7 +1,9 @@
 """``Endpoint``: a deployed model as the notebook sees it, and the calls that manage models by name.
 
-``Endpoint.url`` is the gateway address of the model (``{server}/m/{name}``); requests through it go
-to whichever version is live *now*, so ``version`` says which version was live when the object was
+``Endpoint.url`` is the address the server reports for the model: its gateway address
+(``{server}/m/{name}``), or on Kubernetes with an Ingress host template the model's own Ingress
+(``http[s]://{host}``, which the build server is not in the path of; the runtime checks the token).
+Requests through it go to whichever version is live *now*, so ``version`` says which version was live when the object was
 made, not a pin. ``predict`` returns what the model returned in the notebook as closely as JSON
 allows: with numpy installed, labels and tensors come back as a numpy array (strings as a ``<U``
 array, as scikit-learn returns them), tables as a pandas DataFrame where pandas is installed, and
@@ -23,7 +25,7 @@ PREDICT_TIMEOUT = 120.0
 
 
 class Endpoint:
-    """A model behind the Gazelle gateway: ``predict``, ``predict_proba``, ``info``, a rich HTML view."""
+    """A model behind the Gazelle gateway or its own Ingress: ``predict``, ``predict_proba``, ``info``, a rich HTML view."""
 
     def __init__(self, name: str, version: int | None, url: str, *, connection: Connection,
                  public: bool = False, manifest: Mapping[str, Any] | None = None, job: str | None = None) -> None:

@@ -25,6 +25,7 @@ from gazelle.server.jobs import iso, job_json
 from gazelle.server.targets.resources import Resources
 from gazelle.server.state import state
 from gazelle.server.store import ModelRow, TokenRow, VersionRow
+from gazelle.server.urls import ModelUrls
 
 MAX_REPLICAS = 100
 MAX_TAIL = 10_000
@@ -97,6 +98,11 @@ def _json_object() -> dict[str, Any]:
 
 # -- JSON shapes -----------------------------------------------------------------------------------
 
+def _urls() -> ModelUrls:
+    """A model's ``url`` (its Ingress on Kubernetes with a host template, else the gateway) and ``gateway_url``."""
+    return state().pipeline.urls
+
+
 def version_json(v: VersionRow) -> dict[str, Any]:
     return {"version": v.version, "digest": v.digest, "status": v.status, "public": v.public,
             "replicas": v.replicas, "resources": v.resources, "python": v.manifest.get("python"), "created": iso(v.created),
@@ -105,7 +111,7 @@ def version_json(v: VersionRow) -> dict[str, Any]:
 
 def model_json(m: ModelRow, versions: list[VersionRow]) -> dict[str, Any]:
     return {"name": m.name, "public": m.public, "live_version": m.live_version,
-            "url": f"{state().settings.base_url}/m/{m.name}",
+            **_urls().of_model(m.name),
             "versions": [version_json(v) for v in versions], "created": iso(m.created), "updated": iso(m.updated)}
 
 
@@ -113,7 +119,7 @@ def _accepted(accepted: deployments.Accepted) -> tuple[Response, int]:
     job = accepted.job
     body: dict[str, Any] = {"job": job.id, "model": job.model, "status": job.status}
     if job.kind != "delete":   # a deleted model has no version to name and no URL to give
-        body.update(version=accepted.version, url=f"{state().settings.base_url}/m/{job.model}")
+        body.update(version=accepted.version, **_urls().of_model(job.model))
     return jsonify(body), 202 if accepted.created else 200
 
 
@@ -180,7 +186,7 @@ def delete_model(name: str) -> tuple[Response, int]:
 @api.get("/jobs/<job_id>")
 @require(_auth, "predict")
 def get_job(job_id: str) -> Response:
-    body = job_json(deployments.job(state(), job_id), state().settings.base_url)
+    body = job_json(deployments.job(state(), job_id), _urls())
     if not _sees_logs() and body["error"] is not None:
         body["error"] = events.without_logs(body["error"])
     return jsonify(body)

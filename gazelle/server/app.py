@@ -13,18 +13,21 @@ traceback goes to the ``gazelle.server`` log. Flask never configures the root lo
 from __future__ import annotations
 
 import logging
+import threading
 import time
 import uuid
 from typing import Any
 
 from flask import Flask, Response, g, jsonify, request
 from werkzeug.exceptions import HTTPException
+from werkzeug.middleware.proxy_fix import ProxyFix
 
 from gazelle.errors import GazelleError
 from gazelle.server import wiring
 from gazelle.server.api import api, health
 from gazelle.server.auth import Auth
 from gazelle.server.events import EventHub, StreamBudget
+from gazelle.server.front import Front, front_blueprint, front_listen
 from gazelle.server.gateway import gateway_blueprint
 from gazelle.server.jobs import JobRunner
 from gazelle.server.metrics import Metrics
@@ -34,6 +37,7 @@ from gazelle.server.runtime_access import TokenPublisher, gateway_token
 from gazelle.server.settings import Settings
 from gazelle.server.state import ServerState, state as _state
 from gazelle.server.store import Store
+from gazelle.server.urls import ModelUrls
 
 log = logging.getLogger("gazelle.server")
 
@@ -65,8 +69,11 @@ def create_app(settings: Settings | None = None, *, boot_time: float | None = No
     # every replica's runtimes accept every replica's gateway.
     service_token = gateway_token(settings.admin_token or settings.token_path.read_text().strip())
     auth.ensure_gateway_token(service_token)
+    front = None
+    if settings.front == "nginx":   # `gazelle server` started nginx on the port (front.py)
+        front = _front(settings, routes, service_token)
     pipeline = Pipeline(store, hub, wired.builder, wired.target, routes, bundles_dir=bundles_dir,
-                        base_url=settings.base_url, publish=wired.publish,
+                        urls=ModelUrls.of(settings), publish=wired.publish,
                         drain_seconds=settings.drain_seconds, stop_grace=settings.stop_grace,
                         sanity_timeout=settings.sanity_timeout, stage_delay=settings.stage_delay,
                         secrets=wiring.secrets_of(settings), bundles=wiring.bundle_store(settings, store),
@@ -94,6 +101,11 @@ def create_app(settings: Settings | None = None, *, boot_time: float | None = No
     app.register_blueprint(health)
     app.register_blueprint(gateway_blueprint(routes.resolve, auth.authorize_predict,
                                              upstream_authorization=f"Bearer {service_token}"))
+    if front is not None:
+        app.register_blueprint(front_blueprint(auth))
+        # Behind nginx, every connection is nginx's: the client is the last X-Forwarded-For address.
+        app.wsgi_app = ProxyFix(app.wsgi_app, x_for=1, x_proto=1)  # type: ignore[method-assign]
+        front.keep_synced(routes.live, threading.Event())
     app.register_error_handler(Exception, _error_answer)
     app.before_request(_started)
     app.after_request(_observed)
@@ -101,6 +113,17 @@ def create_app(settings: Settings | None = None, *, boot_time: float | None = No
         runner.start()
     log.info("gazelle server ready: %r", settings)
     return app
+
+
+def _front(settings: Settings, routes: RouteTable, service_token: str) -> Front:
+    """The nginx that `gazelle server` started, told about every route change made in this process."""
+    front = Front(front_listen(settings), settings.data_dir, gateway_token=service_token)
+
+    def resync() -> None:
+        front.sync(routes.live())
+
+    routes.on_change = resync
+    return front
 
 
 def _error_answer(err: Exception) -> Any:

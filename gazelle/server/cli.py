@@ -23,8 +23,9 @@ from typing import Any
 
 from gunicorn.app.base import BaseApplication
 
-from gazelle.server import wiring
+from gazelle.server import front as front_module, wiring
 from gazelle.server.auth import Auth
+from gazelle.server.front import Front
 from gazelle.server.settings import Settings
 from gazelle.server.store import Store
 
@@ -58,20 +59,22 @@ def prepare(settings: Settings) -> None:
 
 
 class GazelleServer(BaseApplication):
-    def __init__(self, settings: Settings, boot_time: float) -> None:
+    def __init__(self, settings: Settings, boot_time: float, front: Front | None = None) -> None:
         self.settings = settings
         self.boot_time = boot_time
+        self.front = front
         super().__init__()
 
     def load_config(self) -> None:
         from gazelle.server.worker import GatewayWorker, Limits
 
         s = self.settings
+        # Behind the front, every connection is nginx's, which bounds connections per client itself.
         GatewayWorker.limits = Limits(header_timeout=s.header_timeout, body_timeout=s.body_timeout,
-                                      per_client=s.max_client_connections)
+                                      per_client=0 if self.front else s.max_client_connections)
         host = f"[{s.host}]" if ":" in s.host else s.host
         options: dict[str, Any] = {
-            "bind": f"{host}:{s.port}",
+            "bind": f"unix:{self.front.server_socket}" if self.front else f"{host}:{s.port}",
             "workers": s.workers,
             "worker_class": "gazelle.server.worker.GatewayWorker",
             "threads": s.threads,
@@ -87,6 +90,7 @@ class GazelleServer(BaseApplication):
             "when_ready": self._ready,
             "post_worker_init": _post_worker_init,
             "worker_exit": _worker_exit,
+            "on_exit": self._exit,
         }
         for key, value in options.items():
             self.cfg.set(key, value)
@@ -97,8 +101,13 @@ class GazelleServer(BaseApplication):
         return create_app(self.settings, boot_time=self.boot_time)
 
     def _ready(self, server: Any) -> None:
-        print(f"Gazelle server at {self.settings.base_url}  (admin token: {self.settings.token_path})",
+        behind = "  (nginx in front)" if self.front else ""
+        print(f"Gazelle server at {self.settings.base_url}  (admin token: {self.settings.token_path}){behind}",
               flush=True)
+
+    def _exit(self, server: Any) -> None:
+        if self.front is not None:
+            self.front.stop()
 
 
 def _state_of(worker: Any) -> Any:
@@ -148,7 +157,17 @@ def serve(args: argparse.Namespace) -> int:
     configure_logging()
     settings = Settings.from_args(args)
     boot_time = time.time()
+    settings = settings.replace(front=front_module.resolve(settings.front, settings.target))
     prepare(settings)
     log.info("starting with %r", settings)
-    GazelleServer(settings, boot_time).run()
+    front = None
+    if settings.front == "nginx":
+        front_module.probe_port_free(settings.host, settings.port)
+        front = Front(front_module.front_listen(settings), settings.data_dir)
+        front.start()
+    try:
+        GazelleServer(settings, boot_time, front).run()
+    finally:
+        if front is not None:
+            front.stop()
     return 0

@@ -34,6 +34,7 @@ from typing import IO, Any, Callable, Iterable, Sequence
 from gazelle.redaction import redact
 from gazelle.server.events import EventHub
 from gazelle.server.store import ACTIVE, JobRow, Store
+from gazelle.server.urls import ModelUrls
 
 log = logging.getLogger("gazelle.server")
 
@@ -58,8 +59,8 @@ def iso(ts: float | None) -> str | None:
     return datetime.fromtimestamp(ts, timezone.utc).isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 
-def job_json(job: JobRow, base_url: str) -> dict[str, Any]:
-    """The job as the API shows it (DESIGN: "Job JSON")."""
+def job_json(job: JobRow, urls: ModelUrls) -> dict[str, Any]:
+    """The job as the API shows it (DESIGN: "Job JSON"); ``url`` is the model's (``gazelle.server.urls``)."""
     return {
         "id": job.id,
         "kind": job.kind,
@@ -70,7 +71,7 @@ def job_json(job: JobRow, base_url: str) -> dict[str, Any]:
         "stages": [{**s, "started": iso(s.get("started")), "finished": iso(s.get("finished"))}
                    for s in job.stages],
         "error": job.error,
-        "url": f"{base_url}/m/{job.model}",
+        **urls.of_model(job.model),
         "created": iso(job.created),
         "started": iso(job.started),
         "finished": iso(job.finished),
@@ -88,14 +89,14 @@ class LeaseLost(BaseException):
 class JobRecorder:
     """Writes one job's progress: its row (status, stage, stages, error) and its events."""
 
-    def __init__(self, store: Store, hub: EventHub, job: JobRow, base_url: str,
+    def __init__(self, store: Store, hub: EventHub, job: JobRow, urls: ModelUrls,
                  secrets: Iterable[str] = (), lost: Callable[[str], bool] = lambda job_id: False) -> None:
         self.store = store
         self.lost = lost
         self.hub = hub
         self.job_id = job.id
         self.model = job.model
-        self.base_url = base_url
+        self.urls = urls
         self.secrets = tuple(s for s in secrets if s)
         self.stages = [dict(s) for s in job.stages]
         self.stage: str | None = job.stage
@@ -172,7 +173,7 @@ class JobRecorder:
     def _end(self) -> None:
         job = self.store.job(self.job_id)
         assert job is not None
-        self._event("end", job_json(job, self.base_url))
+        self._event("end", job_json(job, self.urls))
         outcome = job.status if job.error is None else f"failed at {job.error['stage']}: {job.error['message']}"
         log.info("job %s (%s %s v%s) %s", job.id, job.kind, job.model, job.version, outcome)
 

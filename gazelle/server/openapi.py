@@ -37,6 +37,11 @@ _NTIME = {"type": "string", "format": "date-time", "nullable": True}
 _TOKEN_ID = {"name": "id", "in": "path", "required": True, "description": "The token's public id",
              "schema": {"type": "integer", "minimum": 1, "maximum": 2147483647}}
 
+_MODEL_URLS: dict[str, Any] = {
+    "url": {"type": "string", "description": "where the model answers: its own Ingress on Kubernetes with "
+            "an Ingress host template (GAZELLE_K8S_INGRESS_HOST), else the gateway"},
+    "gateway_url": {"type": "string", "description": "the model behind this server's gateway, /m/{name}"}}
+
 SCHEMAS: dict[str, Any] = {
     "Error": {"type": "object", "required": ["error"], "properties": {"error": {
         "type": "object", "required": ["type", "message"],
@@ -44,7 +49,7 @@ SCHEMAS: dict[str, Any] = {
                        "id": {"type": "string"}}}}},
     "Accepted": {"type": "object", "required": ["job"], "properties": {
         "job": {"type": "string"}, "version": {"type": "integer"}, "model": {"type": "string"},
-        "status": {"type": "string"}, "url": {"type": "string"}}},
+        "status": {"type": "string"}, **_MODEL_URLS}},
     "Stage": {"type": "object", "required": ["name", "status"], "properties": {
         "name": {"type": "string", "enum": [*STAGES, "delete"]},
         "status": {"type": "string", "enum": ["pending", "running", "done", "failed", "skipped"]},
@@ -58,7 +63,7 @@ SCHEMAS: dict[str, Any] = {
         "error": {"type": "object", "nullable": True, "properties": {
             "stage": {"type": "string"}, "message": {"type": "string"},
             "logs": {"type": "array", "items": {"type": "string"}}}},
-        "url": {"type": "string"}, "created": _TIME, "started": _NTIME, "finished": _NTIME}},
+        **_MODEL_URLS, "created": _TIME, "started": _NTIME, "finished": _NTIME}},
     "Version": {"type": "object", "required": ["version", "digest", "status"], "properties": {
         "version": {"type": "integer"}, "digest": {"type": "string"},
         "status": {"type": "string", "enum": ["live", "ready", "failed", "retired", "deploying", "restoring", "down"]},
@@ -71,7 +76,7 @@ SCHEMAS: dict[str, Any] = {
         "last_used": {**_NTIME, "description": "to within a minute"}}},
     "Model": {"type": "object", "required": ["name", "public", "live_version", "url", "versions"], "properties": {
         "name": {"type": "string"}, "public": {"type": "boolean"},
-        "live_version": {"type": "integer", "nullable": True}, "url": {"type": "string"},
+        "live_version": {"type": "integer", "nullable": True}, **_MODEL_URLS,
         "versions": {"type": "array", "items": _ref("Version")}, "created": _TIME, "updated": _TIME}},
 }
 

@@ -36,6 +36,7 @@ from gazelle.server.jobs import JobRecorder, REPLICA_STOPPED, RESTART_MESSAGE
 from gazelle.server.routes import RouteTable
 from gazelle.server.store import ACTIVE, JobRow, Store, VersionRow
 from gazelle.server.targets import Log, Release, Running, Switching, Target
+from gazelle.server.urls import ModelUrls
 
 log = logging.getLogger("gazelle.server")
 
@@ -117,7 +118,7 @@ class Pipeline:
     """Runs the jobs of one server: deploys (and rollbacks, which redeploy a stored version) and deletes."""
 
     def __init__(self, store: Store, hub: EventHub, builder: Builder, target: Target, routes: RouteTable, *,
-                 bundles_dir: Path, base_url: str, publish: Publish | None = None, drain_seconds: float = 2.0,
+                 bundles_dir: Path, urls: ModelUrls, publish: Publish | None = None, drain_seconds: float = 2.0,
                  stop_grace: float = 10.0, sanity_timeout: float = 60.0,
                  stage_delay: Mapping[str, float] | None = None, secrets: Sequence[str] = (),
                  bundles: BundleStore | None = None, runtime_token: str | None = None) -> None:
@@ -130,7 +131,7 @@ class Pipeline:
         self.target = target
         self.routes = routes
         self.bundles_dir = bundles_dir
-        self.base_url = base_url
+        self.urls = urls
         self.publish = publish
         self.drain_seconds = drain_seconds
         self.stop_grace = stop_grace
@@ -141,7 +142,7 @@ class Pipeline:
         self.lease_lost: Callable[[str], bool] = lambda job_id: False
 
     def recorder(self, job: JobRow) -> JobRecorder:
-        return JobRecorder(self.store, self.hub, job, self.base_url, self.secrets, lost=self.lease_lost)
+        return JobRecorder(self.store, self.hub, job, self.urls, self.secrets, lost=self.lease_lost)
 
     def replica_stopped(self, job: JobRow) -> None:
         """Fail a job whose replica stopped mid-way (this replica took its expired lease over)."""
@@ -227,7 +228,7 @@ class Pipeline:
                     self.target.switch(name, number)
                 previous = self.store.switch_live(name, number)
                 self.routes.invalidate(name)
-                rec.done("live", f"version {number} is live at {self.base_url}/m/{name}"
+                rec.done("live", f"version {number} is live at {self.urls.model(name)}"
                          + (f"; version {previous} stops in {self.drain_seconds:g}s" if previous else ""))
         except StageFailed as failure:
             if started:

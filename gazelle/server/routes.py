@@ -29,10 +29,12 @@ Addresses = Callable[[str, int], "list[str] | None"]
 
 
 class RouteTable:
-    def __init__(self, store: Store, ttl: float = 1.0, *, addresses: Addresses | None = None) -> None:
+    def __init__(self, store: Store, ttl: float = 1.0, *, addresses: Addresses | None = None,
+                 on_change: Callable[[], None] | None = None) -> None:
         self.store = store
         self.ttl = ttl
         self.addresses = addresses
+        self.on_change = on_change   # called after every invalidate (the front re-reads the routes)
         self._turn = itertools.count()
         self._cache: dict[tuple[str, int | None], tuple[Route, float]] = {}
         self._lock = threading.Lock()
@@ -69,6 +71,18 @@ class RouteTable:
             else:
                 for key in [k for k in self._cache if k[0] == name]:
                     del self._cache[key]
+        if self.on_change is not None:
+            self.on_change()
+
+    def live(self) -> list[Route]:
+        """The route to every model's live version that can be served now (uncached)."""
+        found = []
+        for model in self.store.models():
+            try:
+                found.append(self._lookup(model.name, None))
+            except (NotFound, Unavailable):   # the gateway says why
+                continue
+        return found
 
     def _lookup(self, name: str, version: int | None) -> Route:
         model = self.store.model(name)

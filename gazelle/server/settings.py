@@ -4,6 +4,11 @@ Precedence: a CLI flag beats its ``GAZELLE_*`` twin, which beats the default. A 
 raises :class:`~gazelle.errors.ConfigError` naming the variable (or flag) and, where there are some,
 the valid choices. Only ``wiring.py`` turns these values into a builder, a registry and a target.
 
+A model's URL (what the API reports and ``Endpoint.url`` is; :mod:`gazelle.server.urls`) is the
+gateway's ``{base_url}/m/{name}``, except on the kubernetes target with ``k8s_ingress_host``: there it
+is the model's own Ingress, ``http://{host}`` (``https://`` with ``k8s_ingress_tls_secret``, the Secret
+of a certificate for those hosts, in the models' namespace), and the gateway stays as the fallback.
+
 Secrets (the registry password, a password inside ``database_url``) never appear in ``repr()``: the
 settings object is logged at start-up.
 """
@@ -18,7 +23,7 @@ from pathlib import Path
 from typing import Any, Mapping
 
 from gazelle.booleans import parse_bool
-from gazelle.choices import BUILDERS, K8S_GATEWAYS, TARGETS
+from gazelle.choices import BUILDERS, FRONTS, K8S_GATEWAYS, TARGETS
 from gazelle.errors import ConfigError
 from gazelle.redaction import redact_url
 
@@ -35,6 +40,7 @@ class Settings:
     body_timeout: float = 30.0             # ... and then a body of up to 1 MiB
     max_client_connections: int = 100      # open connections per client address (0: no bound)
     max_event_streams: int = 8             # open job event streams per worker (each holds a thread)
+    front: str = "auto"                    # nginx on the port, predictions past Python (see front.py)
     target: str = "local"
     builder: str | None = None             # None: the target's own builder
     registry: str | None = None            # HOST[:PORT]/PREFIX
@@ -48,8 +54,9 @@ class Settings:
     k8s_keep_versions: int = 3             # replaced versions kept at zero replicas for a rollback
     k8s_image_pull_secrets: tuple[str, ...] = ()
     k8s_env_secrets: tuple[str, ...] = ()  # Secrets whose keys become every runtime's environment
-    k8s_ingress_host: str | None = None    # "{name}.models.example.com": an Ingress per model
+    k8s_ingress_host: str | None = None    # "{name}.models.example.com": an Ingress per model, its URL
     k8s_ingress_class: str | None = None
+    k8s_ingress_tls_secret: str | None = None   # a certificate Secret for those hosts: their URLs are https
     k8s_hpa_max_replicas: int = 0          # > 0: a CPU autoscaler from replicas up to this
     k8s_ready_timeout: float = 600.0       # seconds a version may take to become ready
     k8s_startup_seconds: int = 600         # seconds a model may take to load before its pod is restarted
@@ -71,6 +78,8 @@ class Settings:
             raise ConfigError(f"unknown target {self.target!r}; valid targets: {', '.join(TARGETS)}")
         if self.builder is not None and self.builder not in BUILDERS:
             raise ConfigError(f"unknown builder {self.builder!r}; valid builders: {', '.join(BUILDERS)}")
+        if self.front not in FRONTS:
+            raise ConfigError(f"GAZELLE_FRONT must be one of {', '.join(FRONTS)}, got {self.front!r}")
         if self.docker_network not in DOCKER_NETWORKS:
             raise ConfigError(f"GAZELLE_DOCKER_NETWORK must be one of {', '.join(DOCKER_NETWORKS)}, "
                               f"got {self.docker_network!r}")
@@ -99,9 +108,14 @@ class Settings:
             raise ConfigError(f"GAZELLE_K8S_GATEWAY must be one of {', '.join(K8S_GATEWAYS)}, got {self.k8s_gateway!r}")
         if self.k8s_startup_seconds < 1:
             raise ConfigError(f"GAZELLE_K8S_STARTUP_SECONDS must be 1 or more, got {self.k8s_startup_seconds}")
-        if self.k8s_ingress_host is not None and "{name}" not in self.k8s_ingress_host:
-            raise ConfigError(f"GAZELLE_K8S_INGRESS_HOST must contain {{name}} (the model's name), "
-                              f"e.g. {{name}}.models.example.com; got {self.k8s_ingress_host!r}")
+        if self.k8s_ingress_host is not None and ("{name}" not in self.k8s_ingress_host
+                                                  or "/" in self.k8s_ingress_host):
+            raise ConfigError(f"GAZELLE_K8S_INGRESS_HOST must contain {{name}} (the model's name) and be a host "
+                              f"with no scheme or path, e.g. {{name}}.models.example.com "
+                              f"(GAZELLE_K8S_INGRESS_TLS_SECRET makes the URLs https); got {self.k8s_ingress_host!r}")
+        if self.k8s_ingress_tls_secret and not self.k8s_ingress_host:
+            raise ConfigError("GAZELLE_K8S_INGRESS_TLS_SECRET is the certificate of the models' Ingresses: "
+                              "it needs GAZELLE_K8S_INGRESS_HOST")
         if self.max_bundle_bytes < 1024:
             raise ConfigError(f"max_bundle_bytes must be at least 1024, got {self.max_bundle_bytes}")
         if self.job_lease_seconds < 3:
@@ -225,6 +239,14 @@ def _object_names(variable: str, raw: str) -> tuple[str, ...]:
     return names
 
 
+def _object_name(variable: str, raw: str) -> str | None:
+    """One Kubernetes object name."""
+    names = _object_names(variable, raw)
+    if len(names) > 1:
+        raise ConfigError(f"{variable} names one object, got {raw!r}")
+    return names[0] if names else None
+
+
 def _stage_delay(variable: str, raw: str) -> dict[str, float]:
     """``build=5,slow:deploy=1``: seconds to sleep inside those stages (of every model, or of model
     ``slow``), for tests of restarts and queues. Never set it in production."""
@@ -247,6 +269,7 @@ _ENV: dict[str, tuple[str, Any]] = {
     "body_timeout": ("GAZELLE_BODY_TIMEOUT", _float),
     "max_client_connections": ("GAZELLE_MAX_CLIENT_CONNECTIONS", _int),
     "max_event_streams": ("GAZELLE_MAX_EVENT_STREAMS", _int),
+    "front": ("GAZELLE_FRONT", _str),
     "target": ("GAZELLE_TARGET", _str),
     "builder": ("GAZELLE_BUILDER", _str),
     "registry": ("GAZELLE_REGISTRY", _str),
@@ -262,6 +285,7 @@ _ENV: dict[str, tuple[str, Any]] = {
     "k8s_env_secrets": ("GAZELLE_K8S_ENV_SECRETS", _object_names),
     "k8s_ingress_host": ("GAZELLE_K8S_INGRESS_HOST", _str),
     "k8s_ingress_class": ("GAZELLE_K8S_INGRESS_CLASS", _str),
+    "k8s_ingress_tls_secret": ("GAZELLE_K8S_INGRESS_TLS_SECRET", _object_name),
     "k8s_hpa_max_replicas": ("GAZELLE_K8S_HPA_MAX_REPLICAS", _int),
     "k8s_ready_timeout": ("GAZELLE_K8S_READY_TIMEOUT", _float),
     "k8s_startup_seconds": ("GAZELLE_K8S_STARTUP_SECONDS", _int),

@@ -147,6 +147,7 @@ def _kubernetes(settings: Settings, builder_name: str) -> Wiring:
         namespace=settings.k8s_namespace, host_network=settings.k8s_host_network,
         image_pull_secrets=settings.k8s_image_pull_secrets, env_secrets=settings.k8s_env_secrets,
         ingress_host=settings.k8s_ingress_host, ingress_class=settings.k8s_ingress_class,
+        ingress_tls_secret=settings.k8s_ingress_tls_secret,
         hpa_max_replicas=settings.k8s_hpa_max_replicas, startup_seconds=settings.k8s_startup_seconds,
         gateway=settings.k8s_gateway,
         termination_grace=max(1, int(settings.stop_grace)))

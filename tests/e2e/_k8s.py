@@ -1,6 +1,9 @@
-"""What the kubernetes target's e2e modules share: an API client on the test cluster."""
+"""What the kubernetes target's e2e modules share: an API client on the test cluster, the environment of
+a ``gazelle server --target kubernetes`` on it."""
 from __future__ import annotations
 
+import json
+import sys
 from typing import Any, Iterator
 
 import pytest
@@ -14,6 +17,15 @@ def kube(kubeconfig: str) -> Iterator[Any]:
     """A ``kubernetes.client.ApiClient`` on the test cluster, for reading what the target made."""
     with kube_api(kubeconfig) as api:
         yield api
+
+
+def k8s_server_env(kubeconfig: str, namespace: str, registry_url: str, base_image: str) -> dict[str, str]:
+    """A build server's environment for the test cluster: versions on the node's network (no pod networking)."""
+    minor = f"{sys.version_info.major}.{sys.version_info.minor}"
+    return {"GAZELLE_TARGET": "kubernetes", "GAZELLE_REGISTRY": f"{registry_url}/gazelle-k8s-e2e",
+            "GAZELLE_BASE_IMAGES": json.dumps({minor: base_image}), "KUBECONFIG": kubeconfig,
+            "GAZELLE_K8S_NAMESPACE": namespace, "GAZELLE_K8S_HOST_NETWORK": "true",
+            "GAZELLE_K8S_READY_TIMEOUT": "150", "GAZELLE_K8S_STARTUP_SECONDS": "45"}
 
 
 @pytest.fixture(scope="session")

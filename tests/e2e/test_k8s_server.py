@@ -5,14 +5,13 @@ test kills the module's server: it stays last."""
 from __future__ import annotations
 
 import json
-import sys
 import threading
 from typing import Any, Iterator
 
 import pytest
 
 from tests.e2e._docker import data_dir_sharing_layers
-from tests.e2e._k8s import kube  # noqa: F401  (a fixture)
+from tests.e2e._k8s import k8s_server_env, kube  # noqa: F401  (kube: a fixture)
 from tests.helpers import SlowToLoad
 from tests.integration._server import (Boom, ServerProcess, bundle, doubled_lengths, lengths, process_id, start_server,
                                       wait_for)
@@ -27,11 +26,7 @@ def tripled_lengths(rows: list[str]) -> list[int]:
 
 @pytest.fixture(scope="module")
 def server_env(kubeconfig: str, k8s_namespace: str, registry_url: str, base_image: str) -> dict[str, str]:
-    minor = f"{sys.version_info.major}.{sys.version_info.minor}"
-    return {"GAZELLE_TARGET": "kubernetes", "GAZELLE_REGISTRY": f"{registry_url}/gazelle-k8s-e2e",
-            "GAZELLE_BASE_IMAGES": json.dumps({minor: base_image}), "KUBECONFIG": kubeconfig,
-            "GAZELLE_K8S_NAMESPACE": k8s_namespace, "GAZELLE_K8S_HOST_NETWORK": "true",
-            "GAZELLE_K8S_READY_TIMEOUT": "150", "GAZELLE_K8S_STARTUP_SECONDS": "20"}
+    return k8s_server_env(kubeconfig, k8s_namespace, registry_url, base_image)
 
 
 @pytest.fixture(scope="module")

@@ -17,6 +17,9 @@ from typing import Any
 import httpx
 import psutil
 
+from gazelle.errors import ConfigError
+from gazelle.server import front
+from tests.conftest import require
 from tests.helpers import Boom, free_port  # noqa: F401  (shared; imported from here by the tests)
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -59,6 +62,11 @@ class ServerProcess:
     popen: subprocess.Popen[bytes]
     token: str = ""
     extra_tokens: list[str] = field(default_factory=list)
+    front: str = "off"   # "nginx": nginx listens on the port, gunicorn behind it
+
+    def workers(self) -> list[psutil.Process]:
+        """gunicorn's worker processes (the master's children, nginx not among them)."""
+        return [p for p in psutil.Process(self.popen.pid).children() if "nginx" not in p.name()]
 
     def client(self, token: str | None = None) -> httpx.Client:
         headers = {"Authorization": f"Bearer {token or self.token}"} if token != "" else {}
@@ -161,7 +169,16 @@ def start_server(data_dir: Path, *, port: int | None = None, workers: int = 1,
                 raise AssertionError(f"gazelle server did not become ready:\n{server.log_text()[-3000:]}")
             time.sleep(0.1)
     server.token = (data_dir / "token").read_text().strip()
+    server.front = "nginx" if "(nginx in front)" in server.log_text() else "off"
     return server
+
+
+def require_nginx() -> None:
+    """Skip (in CI: fail) unless ``GAZELLE_FRONT=nginx`` can work here."""
+    try:
+        front.resolve("nginx", "local")
+    except ConfigError as err:
+        require(False, err.message)
 
 
 def runtime_pids(data_dir: Path) -> list[int]:

@@ -127,7 +127,7 @@ def test_kill_9_of_the_master_leaves_the_models_serving_for_the_next_start(tmp_p
         first.deploy("sturdy", bundle(lengths, "sturdy"))
         before = sorted(runtime_pids(data_dir))
         assert before
-        workers = [p.pid for p in psutil.Process(first.popen.pid).children()]
+        workers = [p.pid for p in first.workers()]
         os.kill(first.popen.pid, signal.SIGKILL)   # the master only: its worker sees "Parent changed"
         first.popen.wait(30)
         wait_for(lambda: not any(psutil.pid_exists(w) and psutil.Process(w).status() != psutil.STATUS_ZOMBIE

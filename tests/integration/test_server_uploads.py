@@ -14,7 +14,6 @@ from pathlib import Path
 from typing import Iterator
 
 import httpx
-import psutil
 import pytest
 
 from gazelle.bundle import MANIFEST, MODEL, pack
@@ -69,7 +68,7 @@ def test_a_300_mb_upload_keeps_the_worker_within_64_mb_of_idle(tmp_path: Path) -
     try:
         with server.client() as c:
             assert c.get("/api/v1/models").status_code == 200   # warm: imports and first request done
-        [worker] = psutil.Process(server.popen.pid).children()
+        [worker] = server.workers()
         idle = worker.memory_info().rss
         peak, done = idle, threading.Event()
 

@@ -24,9 +24,8 @@ def test_one_worker_runs_jobs_all_serve_and_another_takes_over(tmp_path: Path) -
     server = start_server(data_dir, workers=2)
     try:
         # /readyz answers as soon as one worker serves; the second may still be forking.
-        master = psutil.Process(server.popen.pid)
-        wait_for(lambda: len(master.children()) == 2, "gunicorn to start its second worker")
-        workers = {p.pid for p in master.children()}
+        wait_for(lambda: len(server.workers()) == 2, "gunicorn to start its second worker")
+        workers = {p.pid for p in server.workers()}
         assert server.deploy("shared", bundle(lengths, "shared"))["status"] == "succeeded"
         runner = _runner_pid(data_dir)
         assert runner in workers
@@ -51,8 +50,7 @@ def test_a_revoked_token_is_refused_by_every_worker_within_the_cache_bound(tmp_p
 
     server = start_server(tmp_path / "data", workers=2)
     try:
-        master = psutil.Process(server.popen.pid)
-        wait_for(lambda: len(master.children()) == 2, "gunicorn to start its second worker")
+        wait_for(lambda: len(server.workers()) == 2, "gunicorn to start its second worker")
         with server.client() as admin:
             made = admin.post("/api/v1/tokens", json={"scope": "predict", "name": "leaked"}).json()
 

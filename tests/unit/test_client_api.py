@@ -10,6 +10,7 @@ import io
 import threading
 import time
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
@@ -35,9 +36,9 @@ def lengths(rows):
 
 
 class Server:
-    def __init__(self, tmp_path: Path) -> None:
+    def __init__(self, tmp_path: Path, **settings: Any) -> None:
         self.data_dir = tmp_path / "data"
-        self.app = create_app(Settings(data_dir=self.data_dir, run_jobs=False))
+        self.app = create_app(Settings(data_dir=self.data_dir, run_jobs=False, **settings))
         self.state = self.app.extensions["gazelle"]
         self.token = (self.data_dir / "token").read_text().strip()
         self.transport = httpx.WSGITransport(app=self.app)
@@ -64,10 +65,10 @@ class Server:
 
 
 @pytest.fixture
-def server(tmp_path, monkeypatch):
+def server(tmp_path, monkeypatch, request):
     for var in ("GAZELLE_SERVER", "GAZELLE_TOKEN"):
         monkeypatch.delenv(var, raising=False)
-    s = Server(tmp_path)
+    s = Server(tmp_path, **getattr(request, "param", {}))
     monkeypatch.setenv("GAZELLE_DATA_DIR", str(s.data_dir))   # the local token file is the admin's
     configure(SERVER, transport=s.transport)
     yield s
@@ -89,6 +90,23 @@ def test_deploy_without_wait_returns_the_new_version_and_its_job(server):
     assert ep.job and server.state.store.job(ep.job) is not None
     [model] = gazelle.list_models()
     assert model["name"] == "lengths" and model["versions"][0]["status"] == "deploying"
+
+
+INGRESS = {"target": "kubernetes", "registry": "127.0.0.1:5000/models", "k8s_ingress_host": "{name}.models.test"}
+
+
+@pytest.mark.parametrize("server", [INGRESS], indirect=True)
+def test_with_an_ingress_host_template_the_endpoint_url_is_the_models_ingress(server, capsys):
+    ep = upload()
+    assert ep.url == "http://lengths.models.test"
+    server.drive(ep.job)
+    with Client(resolve()) as client:
+        job = follow(client, ep.job, TerminalProgress(io.StringIO()))
+    assert (job["url"], job["gateway_url"]) == ("http://lengths.models.test", f"{SERVER}/m/lengths")
+    assert gazelle.endpoint("lengths").url == "http://lengths.models.test"
+    assert cli_main(["status", "lengths"]) == 0
+    out = capsys.readouterr().out
+    assert "url:     http://lengths.models.test\n" in out and f"gateway: {SERVER}/m/lengths\n" in out
 
 
 def test_same_bundle_twice_is_the_same_version(server):
@@ -218,7 +236,7 @@ def test_cli_list_and_status_print_tables(server, capsys):
     assert out[1].split() == ["lengths", "-", "1", "no", f"{SERVER}/m/lengths"]
     assert cli_main(["status", "lengths"]) == 0
     out = capsys.readouterr().out
-    assert "live:    none" in out and "deploying" in out
+    assert "live:    none" in out and "deploying" in out and "gateway:" not in out, "the url is the gateway's"
 
 
 def test_cli_deploy_of_a_saved_bundle_without_wait(server, tmp_path, capsys):

@@ -23,7 +23,8 @@ EVERYTHING = {**POSTGRES, "hostNetwork": True,
               "registry": {"address": "registry.example.com/models", "username": "u", "password": "registry-pw"},
               "ingress": {"enabled": True, "host": "gazelle.example.com", "className": "nginx", "tlsSecret": "tls"},
               "models": {"namespace": "models", "imagePullSecrets": ["regcred"], "envSecrets": ["keys"],
-                         "ingressHost": "{name}.models.example.com", "hpaMaxReplicas": 4},
+                         "ingressHost": "{name}.models.example.com", "ingressTlsSecret": "models-tls",
+                         "hpaMaxReplicas": 4},
               "server": {"baseImages": {"3.11": "python:3.11-slim"}, "extraEnv": {"GAZELLE_K8S_KEEP_VERSIONS": "5"}},
               "extraCACerts": {"configMap": "corp-ca", "key": "bundle.pem"}, "apiServer": "10.0.0.1:6443"}
 
@@ -151,6 +152,15 @@ def test_a_typo_in_a_value_fails_against_the_schema() -> None:
         chart.validate_schema({**REQUIRED, "hostNetwrok": True})
     with pytest.raises(helm.HelmError, match="persistance"):
         render({**REQUIRED, "persistance": {"enabled": False}})
+
+
+def test_the_models_ingress_values_reach_the_servers_environment() -> None:
+    env = env_of(render(EVERYTHING))
+    assert env["GAZELLE_K8S_INGRESS_HOST"] == "{name}.models.example.com"
+    assert env["GAZELLE_K8S_INGRESS_TLS_SECRET"] == "models-tls"
+    assert not {"GAZELLE_K8S_INGRESS_HOST", "GAZELLE_K8S_INGRESS_TLS_SECRET"} & set(env_of(render(REQUIRED)))
+    with pytest.raises(helm.HelmError, match=r"models.ingressTlsSecret .* needs models.ingressHost"):
+        render({**REQUIRED, "models": {"ingressTlsSecret": "models-tls"}})
 
 
 def test_sqlite_with_three_replicas_fails_saying_it_needs_postgres() -> None:

@@ -30,7 +30,8 @@ def every_object(options: k8s.Options, rel: Release) -> list[dict[str, Any]]:
 
 
 FULL = k8s.Options(namespace="models", image_pull_secrets=("regcred",), env_secrets=("model-keys",),
-                   ingress_host="{name}.models.example.com", ingress_class="nginx", hpa_max_replicas=5)
+                   ingress_host="{name}.models.example.com", ingress_class="nginx", ingress_tls_secret="models-tls",
+                   hpa_max_replicas=5)
 
 
 @pytest.mark.parametrize("options", [k8s.Options(), FULL, k8s.Options(host_network=True)],
@@ -102,6 +103,27 @@ def test_no_budget_for_one_replica_and_no_optional_objects_by_default() -> None:
     kinds = [o["kind"] for o in k8s.version_objects(release(replicas=1), k8s.Options(), 8080)]
     assert kinds == ["Deployment", "Service"]
     assert k8s.ingress("accounts", k8s.Options()) is None
+
+
+def test_the_ingress_sends_the_models_whole_host_to_the_stable_services_port() -> None:
+    route = k8s.ingress("accounts", k8s.Options(namespace="models", ingress_host="{name}.models.example.com"))
+    assert route is not None
+    assert route["metadata"]["name"] == "gazelle-accounts" and route["metadata"]["namespace"] == "models"
+    assert "ingressClassName" not in route["spec"] and "tls" not in route["spec"]
+    (rule,) = route["spec"]["rules"]
+    assert rule["host"] == "accounts.models.example.com"
+    (path,) = rule["http"]["paths"]
+    assert (path["path"], path["pathType"]) == ("/", "Prefix"), "the runtime's own paths, no prefix"
+    stable = k8s.stable_service("accounts", 3, k8s.Options(namespace="models"), 8080)
+    assert path["backend"]["service"] == {"name": stable["metadata"]["name"],
+                                          "port": {"number": stable["spec"]["ports"][0]["port"]}}
+
+
+def test_an_ingress_with_a_certificate_secret_terminates_tls_for_the_models_host() -> None:
+    route = k8s.ingress("accounts", FULL)
+    assert route is not None
+    assert route["spec"]["ingressClassName"] == "nginx"
+    assert route["spec"]["tls"] == [{"hosts": ["accounts.models.example.com"], "secretName": "models-tls"}]
 
 
 def test_discovered_api_versions_are_used_for_budget_and_autoscaler() -> None:

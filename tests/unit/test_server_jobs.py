@@ -12,6 +12,7 @@ from gazelle.redaction import redact
 from gazelle.server.events import EventHub
 from gazelle.server.jobs import STAGES, JobRecorder, JobRunner, pending_stages
 from gazelle.server.store import JobRow, Store
+from gazelle.server.urls import ModelUrls
 from tests.unit._server import Server, server, store  # noqa: F401  (fixtures)
 
 WAIT = 20.0
@@ -102,7 +103,7 @@ def test_a_job_that_crashes_the_runner_is_recorded_as_an_internal_error(store: S
     def crashed(job_id: str, message: str) -> None:
         job = store.job(job_id)
         assert job is not None
-        JobRecorder(store, hub, job, "http://x").fail("check", message)
+        JobRecorder(store, hub, job, ModelUrls("http://x")).fail("check", message)
 
     _queue(store, "j1", "a")
     runner = JobRunner(store, explode, lock_path=tmp_path / "runner.lock", on_crash=crashed, poll=0.05)
@@ -119,7 +120,7 @@ def test_a_job_that_crashes_the_runner_is_recorded_as_an_internal_error(store: S
 
 def test_recorder_writes_stages_logs_error_and_an_end_event(store: Store) -> None:
     job = _queue(store, "j1", "lens")
-    rec = JobRecorder(store, EventHub(), job, "http://127.0.0.1:8000", secrets=["hunter2"])
+    rec = JobRecorder(store, EventHub(), job, ModelUrls("http://127.0.0.1:8000"), secrets=["hunter2"])
     rec.start("check")
     rec.done("check", "fine")
     rec.start("build")

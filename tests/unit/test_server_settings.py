@@ -90,6 +90,7 @@ def test_kubernetes_target_is_wired_from_the_k8s_settings_without_io(tmp_path: P
                                   "GAZELLE_K8S_NAMESPACE": "models", "GAZELLE_K8S_HOST_NETWORK": "true",
                                   "GAZELLE_K8S_KEEP_VERSIONS": "5", "GAZELLE_K8S_IMAGE_PULL_SECRETS": "regcred",
                                   "GAZELLE_K8S_INGRESS_HOST": "{name}.models.example.com",
+                                  "GAZELLE_K8S_INGRESS_TLS_SECRET": "models-tls",
                                   "GAZELLE_K8S_STARTUP_SECONDS": "45", "GAZELLE_K8S_GATEWAY": "service"},
                                  data_dir=tmp_path)
     wired = wiring.build(settings)
@@ -98,6 +99,7 @@ def test_kubernetes_target_is_wired_from_the_k8s_settings_without_io(tmp_path: P
     options = wired.target.options
     assert (options.namespace, options.host_network, options.image_pull_secrets) == ("models", True, ("regcred",))
     assert options.ingress_host == "{name}.models.example.com" and wired.target.keep_versions == 5
+    assert options.ingress_tls_secret == "models-tls"
     assert options.startup_seconds == 45 and options.gateway == "service"
     # the version's Service, no EndpointSlice watch (nor any other I/O)
     assert wired.target.addresses("accounts", 3) == ["http://gazelle-accounts-v3.models.svc:80"]
@@ -111,6 +113,9 @@ def test_kubernetes_target_is_wired_from_the_k8s_settings_without_io(tmp_path: P
     ("GAZELLE_K8S_STARTUP_SECONDS", "0", "GAZELLE_K8S_STARTUP_SECONDS must be 1 or more"),
     ("GAZELLE_K8S_GATEWAY", "ingress", "GAZELLE_K8S_GATEWAY must be one of endpoints, service"),
     ("GAZELLE_K8S_INGRESS_HOST", "models.example.com", "GAZELLE_K8S_INGRESS_HOST must contain {name}"),
+    ("GAZELLE_K8S_INGRESS_HOST", "https://{name}.models.example.com", "GAZELLE_K8S_INGRESS_HOST must contain"),
+    ("GAZELLE_K8S_INGRESS_TLS_SECRET", "models-tls", "GAZELLE_K8S_INGRESS_TLS_SECRET is the certificate"),
+    ("GAZELLE_K8S_INGRESS_TLS_SECRET", "a,b", "GAZELLE_K8S_INGRESS_TLS_SECRET names one object"),
     ("GAZELLE_K8S_ENV_SECRETS", "ok,Not_A_Name", "GAZELLE_K8S_ENV_SECRETS: 'Not_A_Name' is not"),
 ])
 def test_bad_k8s_settings_name_the_variable(variable: str, value: str, message: str) -> None:

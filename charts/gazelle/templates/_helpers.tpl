@@ -75,6 +75,9 @@ app.kubernetes.io/managed-by: {{ .Release.Service }}
 {{- if and .Values.ingress.enabled (not .Values.ingress.host) }}
 {{- fail "ingress.enabled needs ingress.host" }}
 {{- end }}
+{{- if and .Values.models.ingressTlsSecret (not .Values.models.ingressHost) }}
+{{- fail "models.ingressTlsSecret is the certificate of the models' Ingresses: it needs models.ingressHost" }}
+{{- end }}
 {{- if and .Values.extraCACerts.configMap .Values.extraCACerts.secret }}
 {{- fail "extraCACerts: set configMap or secret, not both" }}
 {{- end }}

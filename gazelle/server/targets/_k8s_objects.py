@@ -8,8 +8,9 @@ Version N of model M (blue/green, DESIGN section 5):
   (an ``emptyDir`` at ``/tmp``, where the runtime keeps its metrics directory), env from Secret refs.
 - Service ``gazelle-M-vN``: that version's pods, for the sanity check and the gateway.
 - Service ``gazelle-M`` (stable): its selector names the live version; the live switch patches it.
-- Optional: Ingress ``gazelle-M`` (host from a template), HorizontalPodAutoscaler ``gazelle-M-vN``;
-  a PodDisruptionBudget ``gazelle-M-vN`` when replicas > 1.
+- Optional: Ingress ``gazelle-M`` (host from a template; TLS with a certificate Secret) to the stable
+  Service's port, the model's own address (``gazelle.server.urls``); HorizontalPodAutoscaler
+  ``gazelle-M-vN``; a PodDisruptionBudget ``gazelle-M-vN`` when replicas > 1.
 
 Host-network mode (clusters without pod networking): each version listens on its own port on the
 node. The pods declare no container ports there, since the API server would turn them into host
@@ -71,6 +72,7 @@ class Options:
     env_secrets: tuple[str, ...] = ()           # Secrets whose keys become the runtime's environment
     ingress_host: str | None = None             # "{name}.models.example.com"
     ingress_class: str | None = None
+    ingress_tls_secret: str | None = None       # the certificate of those hosts (a TLS Secret)
     hpa_max_replicas: int = 0                   # 0: no HorizontalPodAutoscaler
     hpa_cpu_percent: int = 80
     revision_history_limit: int = 2
@@ -93,6 +95,11 @@ def service_url(name: str, version: int, options: Options) -> str:
 
 def stable_name(name: str) -> str:
     return f"gazelle-{name}"
+
+
+def ingress_host(template: str, name: str) -> str:
+    """The Ingress host of model ``name`` from a template such as ``{name}.models.example.com``."""
+    return template.replace("{name}", name)
 
 
 def selector(name: str, version: int) -> dict[str, str]:
@@ -253,14 +260,19 @@ def stable_switch(name: str, version: int, options: Options, port: int) -> dict[
 
 
 def ingress(name: str, options: Options) -> dict[str, Any] | None:
-    """Ingress ``gazelle-M`` to the stable Service, when a host template is set."""
+    """Ingress ``gazelle-M`` to the stable Service, when a host template is set: the whole host to the
+    Service's port, as the gateway's ``/m/{name}`` reaches the runtime (its paths, no prefix), so
+    ``{host}/predict`` is the runtime's ``/predict``; the runtime checks tokens for a private model."""
     if not options.ingress_host:
         return None
-    spec: dict[str, Any] = {"rules": [{"host": options.ingress_host.format(name=name), "http": {"paths": [{
+    host = ingress_host(options.ingress_host, name)
+    spec: dict[str, Any] = {"rules": [{"host": host, "http": {"paths": [{
         "path": "/", "pathType": "Prefix",
         "backend": {"service": {"name": stable_name(name), "port": {"number": SERVICE_PORT}}}}]}}]}
     if options.ingress_class:
         spec["ingressClassName"] = options.ingress_class
+    if options.ingress_tls_secret:
+        spec["tls"] = [{"hosts": [host], "secretName": options.ingress_tls_secret}]
     return {"apiVersion": "networking.k8s.io/v1", "kind": "Ingress",
             "metadata": {"name": stable_name(name), "namespace": options.namespace, "labels": labels(name)},
             "spec": spec}

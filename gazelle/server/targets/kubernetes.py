@@ -155,8 +155,8 @@ class KubernetesTarget:
         self.apps.patch_namespaced_deployment(objects.deployment_name(name, version), self.options.namespace,
                                               {"metadata": {"annotations": {LIVE_ANNOTATION: "true"}}})
         route = objects.ingress(name, self.options)
-        if route is not None:
-            self._create(route, exist_ok=True)
+        if route is not None:   # patched to the current settings (a certificate added later, say)
+            self._create(route, replace=True)
 
     def running(self) -> list[Running]:
         out = []
