@@ -92,9 +92,10 @@ class _Request:
 class FaultProxy:
     """See the module docstring. Use as a context manager, or ``start()`` / ``close()``."""
 
-    def __init__(self, upstream: str, *, listen: str = "127.0.0.1") -> None:
-        host, _, port = upstream.rpartition(":")
-        self.upstream = (host, int(port))
+    def __init__(self, upstream: str, *, listen: str = "127.0.0.1", port: int = 0) -> None:
+        """``port`` 0: a free one; another that is taken raises OSError."""
+        host, _, up_port = upstream.rpartition(":")
+        self.upstream = (host, int(up_port))
         self._lock = threading.Lock()
         self._faults: list[Fault] = []
         self._exchanges: list[Exchange] = []
@@ -109,7 +110,7 @@ class FaultProxy:
             daemon_threads = True
             allow_reuse_address = True
 
-        self._server = Server((listen, 0), Handler, bind_and_activate=True)
+        self._server = Server((listen, port), Handler, bind_and_activate=True)
         self._thread: threading.Thread | None = None
 
     # --- lifecycle ------------------------------------------------------------------------------

@@ -8,6 +8,9 @@ cannot load never reaches gunicorn's restart loop. Exit statuses:
     2  the bundle cannot be read, or a setting is invalid
     3  the environment differs from the bundle's (strict check); every difference is logged
     4  the model failed to load; the log line has ``"error": "<ExcType>: <message>"`` and the traceback
+  143  SIGTERM before the model was served (while it loads): stopped at once, with the status of a
+       process the signal killed. A container's PID 1 would otherwise ignore it until the engine or
+       the kubelet kills it after its grace period.
 
 Workers are gunicorn's gthread workers with HTTP keep-alive: ``GAZELLE_RUNTIME_THREADS`` request
 threads each read, validate and answer requests, and one predictor thread per worker calls the model
@@ -40,12 +43,21 @@ from gazelle.runtime.settings import RuntimeSettings
 EXIT_UNREADABLE = 2
 EXIT_ENVIRONMENT = 3
 EXIT_MODEL_LOAD = 4
+EXIT_STOPPED_LOADING = 128 + int(signal.SIGTERM)
 SOCKET_UMASK = 0o177
 KEEPALIVE_SECONDS = 5
 WORKER_CLASS = "gthread"
 # gthread workers report to the arbiter from their event loop, which a slow model call does not
 # block; gunicorn's own timeout only catches a wedged loop, so it gets slack beyond the request's.
 HEARTBEAT_SLACK_SECONDS = 30
+
+
+class _Stopped(BaseException):
+    """SIGTERM before gunicorn took the signals over (it installs its own when it starts)."""
+
+
+def _stop_loading(signum: int, frame: Any) -> None:
+    raise _Stopped()
 
 
 def _restart_this_worker() -> None:
@@ -86,10 +98,14 @@ def main(args: argparse.Namespace) -> int:
         logs.event("invalid_setting", level=logging.ERROR, error=str(err))
         return EXIT_UNREADABLE
     master = os.getpid()
+    signal.signal(signal.SIGTERM, _stop_loading)
     metrics_dir = metrics.make_directory()
     metrics.enable_multiprocess(metrics_dir)
     try:
         return _serve(listen, settings, metrics_dir)
+    except _Stopped:
+        logs.event("stopped", level=logging.WARNING, reason="SIGTERM before the model was served")
+        return EXIT_STOPPED_LOADING
     finally:
         # Forked workers unwind through here too when they exit; only the master owns the directory.
         if os.getpid() == master:

@@ -25,7 +25,7 @@ def k8s_server_env(kubeconfig: str, namespace: str, registry_url: str, base_imag
     return {"GAZELLE_TARGET": "kubernetes", "GAZELLE_REGISTRY": f"{registry_url}/gazelle-k8s-e2e",
             "GAZELLE_BASE_IMAGES": json.dumps({minor: base_image}), "KUBECONFIG": kubeconfig,
             "GAZELLE_K8S_NAMESPACE": namespace, "GAZELLE_K8S_HOST_NETWORK": "true",
-            "GAZELLE_K8S_READY_TIMEOUT": "150", "GAZELLE_K8S_STARTUP_SECONDS": "45"}
+            "GAZELLE_K8S_READY_TIMEOUT": "150", "GAZELLE_K8S_STARTUP_SECONDS": "20"}
 
 
 @pytest.fixture(scope="session")

@@ -19,6 +19,9 @@ from tests.faultproxy import FaultProxy
 pytestmark = pytest.mark.e2e
 
 MODEL_LAYER_SLACK = 64 * 1024
+# The module's proxy listens here when it can: the engine remembers, per registry host, which blobs
+# it pushed where, so a later run mounts the base image's layers instead of sending them again.
+PROXY_PORT = 5009
 
 
 class Scaled:
@@ -43,8 +46,13 @@ def builder(testenv: dict[str, str], base_image: str, registry_url: str) -> Iter
 @pytest.fixture(scope="module")
 def proxy(registry_url: str) -> Iterator[FaultProxy]:
     """One proxy for the module: the engine knows which blobs it pushed to one registry host, so the
-    base image's layers (about 180 MB, slow through a Python proxy) go up once, not once per test."""
-    with FaultProxy(registry_url) as made:
+    base image's layers (about 180 MB, slow through a Python proxy) go up once, not once per test, and
+    (on ``PROXY_PORT``, unless another run holds it) not again in the next run."""
+    try:
+        made = FaultProxy(registry_url, port=PROXY_PORT)
+    except OSError:
+        made = FaultProxy(registry_url)
+    with made:
         yield made
 
 

@@ -9,7 +9,7 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
-from _runtime import TRAVEL, Picky, Runtime, accounts_model, call, post_chunked, save
+from _runtime import TRAVEL, Loading, Picky, Runtime, accounts_model, call, post_chunked, save
 
 pytestmark = pytest.mark.integration
 
@@ -157,6 +157,19 @@ def test_sigterm_lets_in_flight_requests_finish_then_exits_cleanly(bundles, tmp_
         assert runtime.wait_exit(30) == 0
     starting = runtime.events("starting")[0]
     assert not Path(starting["metrics_dir"]).exists(), "the metrics directory outlived the runtime"
+
+
+def test_sigterm_while_the_model_loads_stops_it_at_once_with_the_status_of_a_kill(tmp_path):
+    marker = tmp_path / "loading"
+    bundle = save(tmp_path, Loading(str(marker)), name="loading")
+    runtime = Runtime(bundle, tmp_path / "runtime.log")
+    with runtime:
+        _wait_for(marker.exists, timeout=60)
+        runtime.terminate()
+        # 143, not -15: the runtime's own handler, which a container's PID 1 needs (it ignores the default)
+        assert runtime.wait_exit(10) == 128 + 15
+    assert runtime.events("stopped"), runtime.text()
+    assert not runtime.events("starting")
 
 
 def _in_flight(runtime: Runtime) -> float:

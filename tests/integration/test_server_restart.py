@@ -152,7 +152,7 @@ def test_after_a_restart_each_model_serves_once_its_own_runtime_is_back_and_neve
     second = None
     try:
         first.deploy("quick", bundle(lengths, "quick"))
-        first.deploy("sluggish", bundle(SlowToLoad(8), "sluggish"))
+        first.deploy("sluggish", bundle(SlowToLoad(5), "sluggish"))
         first.kill()
         kill_runtimes(data_dir)   # both must be started again, not adopted
 

@@ -1,8 +1,11 @@
 """Which probe a failed rollout blames, read from pod event lines as ``pod_events`` writes them
-(the startup probe's line as the 1.20 test cluster's kubelet wrote it)."""
+(the startup probe's line as the 1.20 test cluster's kubelet wrote it), and from when on a rollout
+looks for a probe's kill."""
 from __future__ import annotations
 
-from gazelle.server.targets._k8s_rollout import _probe_failure, _probe_kill
+from kubernetes.client import V1Container, V1Pod, V1PodSpec, V1Probe
+
+from gazelle.server.targets._k8s_rollout import _probe_budget, _probe_failure, _probe_kill, _startup_probe
 
 POD = "gazelle-lengths-v5-6d9c-x2x"
 STARTUP = (f'{POD}: Unhealthy: Startup probe failed: Get "http://127.0.0.1:22344/v2/health/live": '
@@ -33,3 +36,19 @@ def test_a_readiness_failure_is_quoted_but_never_a_kill() -> None:
     readiness = f"{POD}: Unhealthy: Readiness probe failed: HTTP probe failed with statuscode: 503"
     assert _probe_failure([*EVENTS, readiness]) == "Readiness probe failed: HTTP probe failed with statuscode: 503"
     assert _probe_kill(EVENTS[:3] + [readiness], 137) is None
+
+
+def _pod(**probes: V1Probe) -> V1Pod:
+    return V1Pod(spec=V1PodSpec(containers=[V1Container(name="sidecar"), V1Container(name="runtime", **probes)]))
+
+
+def test_the_startup_probes_budget_comes_first_then_livenesss_with_the_kubelets_defaults() -> None:
+    startup = V1Probe(period_seconds=1, failure_threshold=45)
+    liveness = V1Probe(period_seconds=10, failure_threshold=3, initial_delay_seconds=5)
+    assert _probe_budget(_pod(startup_probe=startup, liveness_probe=liveness), "runtime") == 45
+    assert _probe_budget(_pod(liveness_probe=liveness), "runtime") == 35
+    assert _probe_budget(_pod(liveness_probe=V1Probe()), "runtime") == 30
+    assert _probe_budget(_pod(), "runtime") == float("inf")
+    assert _probe_budget(_pod(startup_probe=startup), "gone") == float("inf")
+    assert _startup_probe(_pod(startup_probe=startup), "runtime") is startup
+    assert _startup_probe(_pod(liveness_probe=liveness), "runtime") is None

@@ -151,8 +151,8 @@ def _version_metadata(release: Release, options: Options) -> dict[str, Any]:
             "labels": labels(release.name, release.version)}
 
 
-def _probe(path: str, port: int | str, *, period: int, failures: int) -> dict[str, Any]:
-    return {"httpGet": {"path": path, "port": port}, "periodSeconds": period, "timeoutSeconds": 2,
+def _probe(path: str, port: int | str, *, period: int, failures: int, timeout: int = 2) -> dict[str, Any]:
+    return {"httpGet": {"path": path, "port": port}, "periodSeconds": period, "timeoutSeconds": timeout,
             "failureThreshold": failures}
 
 
@@ -175,7 +175,10 @@ def deployment(release: Release, options: Options, port: int) -> dict[str, Any]:
         "env": env,
         "resources": container_resources(release.resources),
         # Probed every second while starting: a deploy waits for the first probe after the model loads.
-        "startupProbe": _probe("/v2/health/live", target, period=1, failures=max(1, options.startup_seconds)),
+        # A timeout no longer than the period keeps the budget at startup_seconds (a probe that times
+        # out holds the next one back).
+        "startupProbe": _probe("/v2/health/live", target, period=1, failures=max(1, options.startup_seconds),
+                               timeout=1),
         "readinessProbe": _probe("/v2/health/ready", target, period=1, failures=3),
         "livenessProbe": _probe("/v2/health/live", target, period=10, failures=3),
         # The image's own numeric user (65532 append, 10001 docker builder); the kubelet refuses root.

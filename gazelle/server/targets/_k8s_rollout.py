@@ -8,10 +8,14 @@ Read from the pods' own status, polled (a watch would hold a connection per depl
 - a container that exited before the version was ready (the model raised while loading, an environment
   mismatch, a crash loop, the OOM killer): the sentence ``_logs.exit_cause`` reads from its last lines;
 - ``CreateContainerConfigError`` (a missing Secret the environment refers to);
-- failing probes: a container the kubelet restarted because its startup or liveness probe failed (a
+- failing probes: a container the kubelet restarts because its startup or liveness probe failed (a
   model slower to load than the startup budget, ``GAZELLE_K8S_STARTUP_SECONDS``), and the target's own
   ready timeout while the readiness probe fails; the message quotes the probe's last failure from the
-  pod's events ("Startup probe failed: ... connection refused");
+  pod's events ("Startup probe failed: ... connection refused"). Once a container has been seen
+  unready for longer than its probe's budget, its events are read on each poll: a ``Killing`` event
+  for a probe, or as many startup probe failures as its ``failureThreshold`` (counted in the events,
+  or from the time that many attempts take), fail the rollout at once, not when the container has stopped (a 1.20 kubelet kills for a failed startup probe only at
+  its next pod sync, and a container may take its whole termination grace period to go);
 - the Deployment's progress deadline.
 
 Each is a ``TargetError`` whose ``detail`` holds the pods' events and the container's last log lines.
@@ -41,6 +45,7 @@ class Rollout:
         self.namespace, self.deployment, self.selector = namespace, deployment, label_selector
         self.replicas, self.log, self.timeout, self.subject = replicas, log, timeout, subject
         self._said: set[str] = set()
+        self._running_since: dict[tuple[str, str, int], float] = {}
 
     def wait(self) -> list[str]:
         """The names of the ready pods, once there are ``replicas`` of them."""
@@ -98,10 +103,46 @@ class Rollout:
                 self._say(f"pod {name}: pulling the image and creating the container")
             if status.state and status.state.running is not None:
                 self._say(f"pod {name}: started, loading the model")
+                if not status.ready:
+                    self._check_probe_kill(pod, status)
             ended = (status.state.terminated if status.state else None) or (
                 status.last_state.terminated if status.last_state else None)
             if ended is not None and not status.ready:
                 raise self._exited(pod, status, ended)
+
+    def _check_probe_kill(self, pod: Any, status: Any) -> None:
+        """A running container that is not ready, seen for longer than its probes allow: its events tell
+        at once that the kubelet restarts it. Either its ``Killing`` event is there, or (first run,
+        never started) the startup probe has failed its ``failureThreshold`` times: the kubelet kills
+        it for that, though a 1.20 kubelet does so only at its next pod sync, up to a minute later.
+        Failures are counted from the events, else from the time: an attempt every period (or every
+        timeout, when that is longer), after the initial delay and one period of the kubelet's jitter."""
+        key = (pod.metadata.uid or pod.metadata.name, status.name, int(status.restart_count or 0))
+        since = self._running_since.setdefault(key, time.monotonic())
+        if time.monotonic() - since < _probe_budget(pod, status.name):
+            return
+        raw = _raw_events(self.core, self.namespace, pod.metadata.name)
+        events = _event_lines([(pod.metadata.name, event) for event in raw])
+        killed = _probe_kill(events, 0)
+        probe = _startup_probe(pod, status.name)
+        if killed is None and probe is not None and not status.started and not status.restart_count:
+            # Never started: every probe so far failed (or has yet to answer). Enough of them, counted
+            # in the events (which the kubelet stops sending after a burst) or by the time they took.
+            failures = sum(e.count or 1 for e in raw if e.reason == "Unhealthy"
+                           and "Startup probe failed" in str(e.message or ""))
+            threshold = probe.failure_threshold or 3
+            attempts = ((probe.initial_delay_seconds or 0) + (probe.period_seconds or 10)
+                        + max(probe.period_seconds or 10, probe.timeout_seconds or 1) * threshold)
+            if failures >= threshold or (failures and time.monotonic() - since >= attempts):
+                killed = "startup"
+        if killed is not None:
+            raise self._probe_killed(pod, killed, self._pod_log(pod.metadata.name, previous=False), events)
+
+    def _probe_killed(self, pod: Any, killed: str, lines: list[str], events: list[str]) -> TargetError:
+        hint = ("; a model that needs longer to load needs a larger GAZELLE_K8S_STARTUP_SECONDS"
+                if killed == "startup" else "")
+        return self._failure(f"{self.subject} failed its {killed} probe and was restarted: "
+                             f"{_probe_failure(events, killed) or 'no answer'}{hint}", [pod], lines, events)
 
     def _exited(self, pod: Any, status: Any, ended: Any) -> TargetError:
         previous = status.state.terminated is None   # already restarted: the log of the run that ended
@@ -109,10 +150,7 @@ class Rollout:
         events = pod_events(self.core, self.namespace, [pod.metadata.name])
         killed = _probe_kill(events, int(ended.exit_code or 0))
         if killed is not None and ended.reason != "OOMKilled":
-            hint = ("; a model that needs longer to load needs a larger GAZELLE_K8S_STARTUP_SECONDS"
-                    if killed == "startup" else "")
-            return self._failure(f"{self.subject} failed its {killed} probe and was restarted: "
-                                 f"{_probe_failure(events, killed) or 'no answer'}{hint}", [pod], lines, events)
+            return self._probe_killed(pod, killed, lines, events)
         if ended.reason == "OOMKilled":
             limits = [(c.resources.limits or {}).get("memory") for c in pod.spec.containers
                       if c.name == status.name and c.resources is not None]
@@ -152,6 +190,28 @@ def _ready(pod: Any) -> bool:
     return any(c.type == "Ready" and c.status == "True" for c in pod.status.conditions or [])
 
 
+def _probe_budget(pod: Any, container: str) -> float:
+    """Seconds a started container may stay unready before a probe can have it killed: its startup
+    probe's budget (liveness probes only begin after it), else its liveness probe's; the kubelet's
+    defaults for what the spec leaves out. No kill probe: never."""
+    for spec in pod.spec.containers or []:
+        if spec.name != container:
+            continue
+        probe = spec.startup_probe or spec.liveness_probe
+        if probe is None:
+            return float("inf")
+        return float((probe.initial_delay_seconds or 0) + (probe.period_seconds or 10) * (probe.failure_threshold or 3))
+    return float("inf")
+
+
+def _startup_probe(pod: Any, container: str) -> Any:
+    """The container's startup probe, or None."""
+    for spec in pod.spec.containers or []:
+        if spec.name == container:
+            return spec.startup_probe
+    return None
+
+
 def _probe_failure(events: list[str], kind: str | None = None) -> str | None:
     """The last "<Kind> probe failed: ..." among ``pod_events`` lines (of ``kind`` when given)."""
     kinds = (kind.capitalize(),) if kind else ("Startup", "Liveness", "Readiness")
@@ -180,16 +240,20 @@ def _probe_kill(events: list[str], exit_code: int) -> str | None:
 
 
 def pod_events(core: Any, namespace: str, pods: list[str]) -> list[str]:
-    """``Reason: message`` of each pod's events, oldest first."""
-    out: list[tuple[Any, str]] = []
-    for pod in pods:
-        try:
-            events = core.list_namespaced_event(namespace, field_selector=f"involvedObject.name={pod}").items
-        except Exception:   # events are the explanation's extra, never the reason to fail differently
-            continue
-        for event in events:
-            when = event.last_timestamp or event.event_time or event.metadata.creation_timestamp
-            out.append((when, f"{pod}: {event.reason}: {event.message}"))
+    """``pod: Reason: message`` of each pod's events, oldest first."""
+    return _event_lines([(pod, event) for pod in pods for event in _raw_events(core, namespace, pod)])
+
+
+def _raw_events(core: Any, namespace: str, pod: str) -> list[Any]:
+    try:
+        return list(core.list_namespaced_event(namespace, field_selector=f"involvedObject.name={pod}").items)
+    except Exception:   # events are the explanation's extra, never the reason to fail differently
+        return []
+
+
+def _event_lines(events: list[tuple[str, Any]]) -> list[str]:
+    out = [(event.last_timestamp or event.event_time or event.metadata.creation_timestamp,
+            f"{pod}: {event.reason}: {event.message}") for pod, event in events]
     out.sort(key=lambda item: (item[0] is None, item[0] or 0))
     return [line for _, line in out]
 
