@@ -13,7 +13,6 @@ traceback goes to the ``gazelle.server`` log. Flask never configures the root lo
 from __future__ import annotations
 
 import logging
-import threading
 import time
 import uuid
 from typing import Any
@@ -105,7 +104,7 @@ def create_app(settings: Settings | None = None, *, boot_time: float | None = No
         app.register_blueprint(front_blueprint(auth))
         # Behind nginx, every connection is nginx's: the client is the last X-Forwarded-For address.
         app.wsgi_app = ProxyFix(app.wsgi_app, x_for=1, x_proto=1)  # type: ignore[method-assign]
-        front.keep_synced(routes.live, threading.Event())
+        front.keep_synced(routes.live)
     app.register_error_handler(Exception, _error_answer)
     app.before_request(_started)
     app.after_request(_observed)

@@ -90,7 +90,6 @@ class GazelleServer(BaseApplication):
             "when_ready": self._ready,
             "post_worker_init": _post_worker_init,
             "worker_exit": _worker_exit,
-            "on_exit": self._exit,
         }
         for key, value in options.items():
             self.cfg.set(key, value)
@@ -104,10 +103,6 @@ class GazelleServer(BaseApplication):
         behind = "  (nginx in front)" if self.front else ""
         print(f"Gazelle server at {self.settings.base_url}  (admin token: {self.settings.token_path}){behind}",
               flush=True)
-
-    def _exit(self, server: Any) -> None:
-        if self.front is not None:
-            self.front.stop()
 
 
 def _state_of(worker: Any) -> Any:
@@ -167,7 +162,7 @@ def serve(args: argparse.Namespace) -> int:
         front.start()
     try:
         GazelleServer(settings, boot_time, front).run()
-    finally:
+    finally:   # the master's exit (gunicorn ends it with SystemExit); a worker's is a no-op (Front.stop)
         if front is not None:
             front.stop()
     return 0

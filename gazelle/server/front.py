@@ -26,8 +26,7 @@ and the sign-in stay with the Python gateway):
   nginx's ``client_header_timeout``, ``client_body_timeout`` and ``limit_conn`` (an event loop: slow
   clients hold no thread anywhere); nginx's own errors are JSON like the server's.
 
-Keeping the config current: ``Front.sync()`` renders the config from the store (``RouteTable.lookup``
-of every model), and when it differs from the file, writes it, sends nginx SIGHUP and waits until
+Keeping the config current: ``Front.sync(routes)`` renders the config for ``RouteTable.live()``, and when it differs from the file, writes it, sends nginx SIGHUP and waits until
 nginx's control socket answers the new config's generation. The route table calls it whenever it
 invalidates a model (the pipeline's switch, a model made public or deleted), in that same process,
 so a deploy finishes only once nginx sends to the new version; each worker also re-checks every
@@ -88,7 +87,7 @@ def resolve(front: str, target: str) -> str:
         raise ConfigError(f"GAZELLE_FRONT must be one of {', '.join(FRONTS)}, got {front!r}")
     if front == "off":
         return "off"
-    found = shutil.which("nginx") or next((p for p in ("/usr/sbin/nginx",) if os.access(p, os.X_OK)), None)
+    found = _find_nginx()
     if front == "auto":
         return "nginx" if found and target in ("local", "docker") else "off"
     if not found:
@@ -114,8 +113,13 @@ def front_blueprint(auth: "Auth") -> Blueprint:
     return bp
 
 
+def _find_nginx() -> str | None:
+    """nginx on PATH, else Debian's /usr/sbin/nginx (not on a non-root user's PATH), else None."""
+    return shutil.which("nginx") or ("/usr/sbin/nginx" if os.access("/usr/sbin/nginx", os.X_OK) else None)
+
+
 def executable() -> str:
-    return shutil.which("nginx") or "/usr/sbin/nginx"
+    return _find_nginx() or "nginx"
 
 
 @dataclass(frozen=True)
@@ -136,6 +140,7 @@ class Front:
         self.dir = Path(tempfile.gettempdir()) / f"gazelle-{os.getuid()}" / f"front-{key}"
         self.gateway_token = gateway_token
         self._proc: subprocess.Popen[bytes] | None = None
+        self._started_by = 0   # the pid that started nginx: only it stops it (gunicorn's forks do not)
 
     # Paths: gunicorn listens on ``server_socket``; nginx answers its generation on ``control_socket``.
     @property
@@ -152,17 +157,19 @@ class Front:
 
     # -- the nginx process (the server's master process) ------------------------------------------
 
-    def start(self, routes: Iterable[Route] = ()) -> None:
-        """A fresh directory and config, and nginx started on it; ready when this returns."""
+    def start(self) -> None:
+        """A fresh directory, a config with no model routes yet, and nginx started on it; ready when
+        this returns (the workers' first sync adds the routes)."""
         private_root()   # {tmp}/gazelle-<uid>, made (or checked to be) this user's alone
         shutil.rmtree(self.dir, ignore_errors=True)
         self.dir.mkdir(mode=0o700)
         for sub in ("tmp", "auth", "sockets"):
             (self.dir / sub).mkdir(mode=0o700)
-        text, generation = self.render(self._links(routes))
+        text, generation = self.render([])
         _write(self.config, text)
         argv = [executable(), "-p", str(self.dir), "-c", str(self.config), "-e", "stderr", "-g", "daemon off;"]
         self._proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, preexec_fn=_die_with_parent)
+        self._started_by = os.getpid()
         deadline = time.monotonic() + RELOAD_TIMEOUT
         while self._generation() != generation:
             if self._proc.poll() is not None:
@@ -178,6 +185,8 @@ class Front:
 
     def stop(self, grace: float = 5.0) -> None:
         """Stop nginx: it finishes what is in flight, for up to ``grace`` seconds."""
+        if self._started_by != os.getpid():
+            return
         proc, self._proc = self._proc, None
         if proc is None or proc.poll() is not None:
             return
@@ -221,10 +230,11 @@ class Front:
             log.error("front: could not update nginx's routes: %s", err)
             return False
 
-    def keep_synced(self, routes: Callable[[], list[Route]], stopped: threading.Event) -> threading.Thread:
-        """A daemon thread that syncs every ``RESYNC_SECONDS`` until ``stopped`` is set."""
+    def keep_synced(self, routes: Callable[[], list[Route]]) -> threading.Thread:
+        """A daemon thread that syncs every ``RESYNC_SECONDS`` for as long as the process lives."""
         def loop() -> None:
-            while not stopped.wait(RESYNC_SECONDS):
+            while True:
+                time.sleep(RESYNC_SECONDS)
                 try:
                     self.sync(routes())
                 except Exception:   # a store that is briefly unreachable: try again next round
