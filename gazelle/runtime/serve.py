@@ -12,7 +12,8 @@ cannot load never reaches gunicorn's restart loop. Exit statuses:
        process the signal killed. A container's PID 1 would otherwise ignore it until the engine or
        the kubelet kills it after its grace period.
 
-Workers are gunicorn's gthread workers with HTTP keep-alive: ``GAZELLE_RUNTIME_THREADS`` request
+Workers are gunicorn's gthread workers with HTTP keep-alive (:mod:`.worker`, which spreads kept-alive
+connections evenly over the workers): ``GAZELLE_RUNTIME_THREADS`` request
 threads each read, validate and answer requests, and one predictor thread per worker calls the model
 (:mod:`gazelle.runtime.predictor`), batching the requests that queue while it is busy. The model so
 never sees two threads at once, and ``--workers`` still sets how many model calls run in parallel.
@@ -37,6 +38,7 @@ from gunicorn.app.base import BaseApplication
 
 from gazelle.errors import BundleError, ConfigError, EnvironmentMismatch
 from gazelle.runtime import bind, logs, metrics
+from gazelle.runtime.worker import ConnectionTable
 from gazelle.runtime.errors import ModelLoadFailed
 from gazelle.runtime.settings import RuntimeSettings
 
@@ -46,7 +48,7 @@ EXIT_MODEL_LOAD = 4
 EXIT_STOPPED_LOADING = 128 + int(signal.SIGTERM)
 SOCKET_UMASK = 0o177
 KEEPALIVE_SECONDS = 5
-WORKER_CLASS = "gthread"
+WORKER_CLASS = "gazelle.runtime.worker.BalancedThreadWorker"
 # gthread workers report to the arbiter from their event loop, which a slow model call does not
 # block; gunicorn's own timeout only catches a wedged loop, so it gets slack beyond the request's.
 HEARTBEAT_SLACK_SECONDS = 30
@@ -143,7 +145,14 @@ def _serve(listen: bind.Listen, settings: RuntimeSettings, metrics_dir: str) -> 
     def when_ready(arbiter: Any) -> None:
         logs.event("ready", model=bundle.name, url=listen.url)
 
+    # Room for every worker, and for their replacements while the old ones finish.
+    connections = ConnectionTable(2 * listen.workers + 2)
+
+    def pre_fork(arbiter: Any, worker: Any) -> None:
+        worker.table, worker.slot = connections, connections.claim(worker.age)
+
     def child_exit(arbiter: Any, worker: Any) -> None:
+        connections.release(worker.age)
         metrics.worker_exited(worker.pid)
 
     def on_exit(arbiter: Any) -> None:
@@ -172,6 +181,7 @@ def _serve(listen: bind.Listen, settings: RuntimeSettings, metrics_dir: str) -> 
         "control_socket_disable": True,
         "proc_name": f"gazelle-runtime-{bundle.name}",
         "when_ready": when_ready,
+        "pre_fork": pre_fork,
         "child_exit": child_exit,
         "on_exit": on_exit,
     }).run()

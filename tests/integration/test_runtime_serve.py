@@ -201,7 +201,7 @@ def test_threads_setting_runs_gthread_workers_that_keep_connections_alive(bundle
 
     with Runtime(bundles["picky"], tmp_path / "runtime.log", env={"GAZELLE_RUNTIME_THREADS": "4"}) as runtime:
         runtime.wait_ready()
-        assert runtime.events("starting")[0]["worker_class"] == "gthread"
+        assert runtime.events("starting")[0]["worker_class"] == "gazelle.runtime.worker.BalancedThreadWorker"
         conn = http.client.HTTPConnection("127.0.0.1", runtime.port, timeout=30)
         try:
             for text in ("a", "bb", "ccc"):
