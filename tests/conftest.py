@@ -260,10 +260,32 @@ def postgres_url(testenv: dict[str, str]) -> str:
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
     """Every test under tests/integration or tests/e2e carries its tier's marker, so
-    ``-m "not e2e"`` works even where a module forgot its ``pytestmark``."""
+    ``-m "not e2e"`` works even where a module forgot its ``pytestmark``. Under pytest-xdist the
+    e2e tests come first (see ``pytest_xdist_make_scheduler``)."""
     for item in items:
         parts = Path(str(item.fspath)).parts
         if "integration" in parts:
             item.add_marker(pytest.mark.integration)
         elif "e2e" in parts:
             item.add_marker(pytest.mark.e2e)
+    if os.environ.get("PYTEST_XDIST_WORKER"):
+        items.sort(key=lambda item: not _is_e2e(item.nodeid))
+
+
+def _is_e2e(nodeid: str) -> bool:
+    return nodeid.startswith("tests/e2e/")
+
+
+def pytest_xdist_make_scheduler(config: pytest.Config, log: Any) -> Any:
+    """How ``make test`` shares the suite between its two pytest-xdist processes: every e2e test in one
+    unit of work, run serially by one process, since they share one Docker engine, registry and
+    cluster, and first, as the longest; every other module a unit of its own, so that its module
+    fixtures are made once. (xdist's own ``--dist loadgroup`` does not group under this pytest.)"""
+    from xdist.scheduler import LoadScopeScheduling
+
+    class TierScheduling(LoadScopeScheduling):  # type: ignore[misc]
+        def _split_scope(self, nodeid: str) -> str:
+            return "tests/e2e" if _is_e2e(nodeid) else nodeid.split("::", 1)[0]
+
+    config.option.loadscopereorder = False   # collection order: the e2e unit first
+    return TierScheduling(config, log)
