@@ -75,14 +75,11 @@ class RouteTable:
             self.on_change()
 
     def live(self) -> list[Route]:
-        """The route to every model's live version that can be served now (uncached)."""
-        found = []
-        for model in self.store.models():
-            try:
-                found.append(self._lookup(model.name, None))
-            except (NotFound, Unavailable):   # the gateway says why
-                continue
-        return found
+        """The route to every model's live version that can be served now (uncached; two queries)."""
+        public = {model.name: model.public for model in self.store.models()}
+        return [Route(name=row.model, version=row.version, url=row.url, public=public[row.model])
+                for row in self.store.live_versions()
+                if row.model in public and row.status in SERVING and row.url]
 
     def _lookup(self, name: str, version: int | None) -> Route:
         model = self.store.model(name)
