@@ -60,7 +60,6 @@ from typing import TYPE_CHECKING, Callable, Iterable
 
 from flask import Blueprint, Response, request
 
-from gazelle.choices import FRONTS
 from gazelle.errors import ConfigError, GazelleError, TargetError
 from gazelle.server import upstream
 from gazelle.server.gateway import Route
@@ -82,9 +81,8 @@ _PR_SET_PDEATHSIG = 1
 
 
 def resolve(front: str, target: str) -> str:
-    """``nginx`` or ``off`` for the setting ``front`` with ``target``; ConfigError when it cannot be."""
-    if front not in FRONTS:
-        raise ConfigError(f"GAZELLE_FRONT must be one of {', '.join(FRONTS)}, got {front!r}")
+    """``nginx`` or ``off`` for ``front`` (one of ``FRONTS``, as Settings checked it) with ``target``;
+    ConfigError when nginx is asked for and there is none."""
     if front == "off":
         return "off"
     found = _find_nginx()
@@ -273,7 +271,7 @@ class Front:
         return linked
 
     def _generation(self) -> str | None:
-        conn = upstream._UnixConnection(str(self.control_socket), 1.0)
+        conn = upstream.UnixConnection(str(self.control_socket), 1.0)
         try:
             conn.request("GET", "/generation")
             answer = conn.getresponse()

@@ -94,7 +94,9 @@ def forget(url: str) -> None:
         found.close()
 
 
-class _UnixConnection(http.client.HTTPConnection):
+class UnixConnection(http.client.HTTPConnection):
+    """An HTTP connection to a unix socket (a runtime's, nginx's control socket)."""
+
     def __init__(self, path: str, timeout: float) -> None:
         super().__init__("runtime", timeout=timeout)
         self._path = path
@@ -114,7 +116,7 @@ def answers(url: str, path: str, *, timeout: float = 2.0) -> bool:
     """Whether GET ``path`` on the runtime at ``url`` answers 200 (one short connection, no pool)."""
     unix = socket_path(url)
     if unix is not None:
-        conn: http.client.HTTPConnection = _UnixConnection(unix, timeout)
+        conn: http.client.HTTPConnection = UnixConnection(unix, timeout)
     else:
         host, _, port = url.removeprefix("http://").rstrip("/").rpartition(":")
         conn = http.client.HTTPConnection(host.strip("[]"), int(port), timeout=timeout)

@@ -49,6 +49,7 @@ def test_cli_flags_win_over_the_environment() -> None:
     ({"GAZELLE_BASE_IMAGES": "[1]"}, ["GAZELLE_BASE_IMAGES"]),
     ({"GAZELLE_WORKERS": "0"}, ["workers"]),
     ({"GAZELLE_RUN_JOBS": "perhaps"}, ["GAZELLE_RUN_JOBS", "true or false"]),
+    ({"GAZELLE_FRONT": "caddy"}, ["GAZELLE_FRONT", "'caddy'", "auto, nginx, off"]),
 ])
 def test_bad_values_raise_config_error_naming_the_variable_and_choices(env: dict[str, str],
                                                                         words: list[str]) -> None:
