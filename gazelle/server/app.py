@@ -56,9 +56,7 @@ def create_app(settings: Settings | None = None, *, boot_time: float | None = No
     store = Store(settings.db_url)
     store.create_schema()
     auth = Auth(store)
-    auth.ensure_admin_token(settings.token_path)
-    if settings.admin_token:
-        auth.ensure_given_admin_token(settings.admin_token)
+    auth.ensure_admin(settings.token_path, settings.admin_token)
     wired = wiring.build(settings)
     hub = EventHub()
     routes = RouteTable(store, ttl=min(1.0, settings.drain_seconds / 2) if settings.drain_seconds else 0.0,

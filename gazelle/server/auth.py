@@ -102,6 +102,15 @@ class Auth:
                 del self._cache[digest]
         return row
 
+    def ensure_admin(self, path: Path, given: str | None) -> None:
+        """The server's admin token: ``given`` (``GAZELLE_ADMIN_TOKEN``, which several replicas share)
+        when set, and then no token file is written; otherwise the one in ``path``, made once. Without
+        this, every new replica's pod would register an admin token of its own and keep it on its disk."""
+        if given:
+            self.ensure_given_admin_token(given)
+        else:
+            self.ensure_admin_token(path)
+
     def ensure_admin_token(self, path: Path) -> bool:
         """Create the first admin token in ``path`` (0600) unless that file exists; True if created.
 

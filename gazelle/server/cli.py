@@ -51,9 +51,7 @@ def prepare(settings: Settings) -> None:
     try:
         store.create_schema()
         auth = Auth(store)
-        auth.ensure_admin_token(settings.token_path)
-        if settings.admin_token:
-            auth.ensure_given_admin_token(settings.admin_token)
+        auth.ensure_admin(settings.token_path, settings.admin_token)
     finally:
         store.close()
 
@@ -101,8 +99,8 @@ class GazelleServer(BaseApplication):
 
     def _ready(self, server: Any) -> None:
         behind = "  (nginx in front)" if self.front else ""
-        print(f"Gazelle server at {self.settings.base_url}  (admin token: {self.settings.token_path}){behind}",
-              flush=True)
+        token = "GAZELLE_ADMIN_TOKEN" if self.settings.admin_token else self.settings.token_path
+        print(f"Gazelle server at {self.settings.base_url}  (admin token: {token}){behind}", flush=True)
 
 
 def _state_of(worker: Any) -> Any:

@@ -130,6 +130,9 @@ def test_gazelle_admin_token_is_an_admin_token_on_every_server_sharing_the_store
             assert reply.status_code == 200
         names = [t["name"] for t in reply.get_json()["tokens"]]
         assert names.count("admin (GAZELLE_ADMIN_TOKEN)") == 1
+        # no server made an admin token of its own beside it
+        assert "admin (token file)" not in names
+        assert not any((tmp_path / name / "token").exists() for name in ("a", "b"))
         assert given not in repr(apps[0].extensions["gazelle"].settings)
     finally:
         for app in apps:
