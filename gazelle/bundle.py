@@ -26,7 +26,7 @@ import traceback
 from dataclasses import dataclass, field
 from functools import cached_property
 from pathlib import Path
-from typing import Any, Mapping, Sequence
+from typing import Any, BinaryIO, Mapping, Sequence
 
 from gazelle import envspec, schema
 from gazelle.errors import BadRequest, BundleError, GazelleError, ModelError
@@ -70,7 +70,7 @@ class Bundle:
         """Unpickle the model. Runs code from the bundle: only the runtime calls this, after
         :func:`gazelle.envspec.check`."""
         pickled = self.model_bytes()
-        _check_sha(pickled, self.manifest)
+        _check_sha(hashlib.sha256(pickled).hexdigest(), self.manifest)
         return pickle.loads(pickled)
 
     def __repr__(self) -> str:
@@ -249,13 +249,40 @@ def read(source: bytes | str | os.PathLike[str]) -> Bundle:
     with _open_tar(data) as tar:
         members = _members(tar)
         manifest = _parse_manifest(_member_bytes(tar, members[MANIFEST], limit=MAX_MANIFEST_BYTES))
-        _check_sha(_member_bytes(tar, members[MODEL]), manifest)
+        _check_sha(hashlib.sha256(_member_bytes(tar, members[MODEL])).hexdigest(), manifest)
     return Bundle(manifest=manifest, data=data)
 
 
-def read_manifest(source: bytes | str | os.PathLike[str]) -> dict[str, Any]:
-    """The checked manifest of a bundle (the same checks as :func:`read`); never unpickles."""
-    return read(source).manifest
+def read_manifest(source: bytes | str | os.PathLike[str] | BinaryIO) -> dict[str, Any]:
+    """The checked manifest of a bundle (the same checks as :func:`read`); never unpickles.
+
+    A path or an open file is read a member at a time, never whole into memory: this is what the
+    server runs on every stored bundle, whatever the model's size.
+    """
+    if isinstance(source, (bytes, bytearray, memoryview)):
+        return read(source).manifest
+    if isinstance(source, (str, os.PathLike)):
+        path = Path(source)
+        if path.is_dir():
+            raise BundleError(f"bundle {os.fspath(path)!r} is a directory, not a tar")
+        try:
+            with open(path, "rb") as f:
+                return _file_manifest(f)
+        except FileNotFoundError:
+            raise BundleError(f"bundle {os.fspath(path)!r} does not exist") from None
+    return _file_manifest(source)
+
+
+def _file_manifest(file: BinaryIO) -> dict[str, Any]:
+    try:
+        tar = tarfile.open(fileobj=file, mode="r:")
+    except tarfile.TarError as exc:
+        raise BundleError(f"the bundle is not a tar archive ({exc})") from None
+    with tar:
+        members = _members(tar)
+        manifest = _parse_manifest(_member_bytes(tar, members[MANIFEST], limit=MAX_MANIFEST_BYTES))
+        _check_sha(_member_sha256(tar, members[MODEL]), manifest)
+    return manifest
 
 
 def _source_bytes(source: bytes | str | os.PathLike[str]) -> bytes:
@@ -397,8 +424,25 @@ _JSON_NAMES = {dict: "an object", list: "a list", str: "a string", bool: "true o
                int: "a number", float: "a number", type(None): "null"}
 
 
-def _check_sha(pickled: bytes, manifest: Mapping[str, Any]) -> None:
-    got = hashlib.sha256(pickled).hexdigest()
+def _member_sha256(tar: tarfile.TarFile, info: tarfile.TarInfo) -> str:
+    """The sha256 hex of a member, read in chunks."""
+    digest = hashlib.sha256()
+    read = 0
+    try:
+        stream = tar.extractfile(info)
+        if stream is not None:
+            for chunk in iter(lambda: stream.read(1 << 20), b""):
+                digest.update(chunk)
+                read += len(chunk)
+    except (tarfile.TarError, OSError) as exc:
+        raise BundleError(f"the bundle's {info.name} cannot be read ({exc})") from None
+    if read != info.size:
+        raise BundleError(f"the bundle's {info.name} is truncated")
+    return digest.hexdigest()
+
+
+def _check_sha(got: str, manifest: Mapping[str, Any]) -> None:
+    """``got``: the sha256 hex of model.pkl."""
     want = manifest.get("model_sha256")
     if got != want:
         raise BundleError(f"{MODEL} does not match the model_sha256 in {MANIFEST} "

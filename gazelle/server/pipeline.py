@@ -262,11 +262,14 @@ class Pipeline:
         path = bundle_path(self.bundles_dir, version.digest)
         if not self.bundles.fetch(version.digest, path):
             raise BundleError(f"the stored bundle {path.name} is missing from the server's data directory")
-        data = path.read_bytes()   # once: the digest and the manifest's checks come from the same bytes
-        digest = "sha256:" + hashlib.sha256(data).hexdigest()
-        if digest != version.digest:
-            raise BundleError(f"the stored bundle {path.name} changed on disk (its digest is now {digest})")
-        manifest = read_manifest(data)
+        # One open file for the digest and the manifest's checks, read in chunks: a bundle may be larger
+        # than the server's memory.
+        with open(path, "rb") as f:
+            digest = "sha256:" + hashlib.file_digest(f, "sha256").hexdigest()
+            if digest != version.digest:
+                raise BundleError(f"the stored bundle {path.name} changed on disk (its digest is now {digest})")
+            f.seek(0)
+            manifest = read_manifest(f)
         if validate_name(manifest.get("name")) != version.model:
             raise BundleError(f"the bundle is for model {manifest.get('name')!r}, not {version.model!r}")
         pins = manifest.get("requirements") or []

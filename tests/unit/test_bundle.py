@@ -261,3 +261,39 @@ def test_load_model_rechecks_the_digest(packed):
     forged = bundles.Bundle(manifest={**packed.manifest, "model_sha256": "0" * 64}, data=packed.data)
     with pytest.raises(BundleError, match="does not match"):
         forged.load_model()
+
+
+def test_read_manifest_of_a_file_makes_the_same_checks_as_read(packed, tmp_path):
+    """The server checks stored bundles with read_manifest on the file, a member at a time."""
+    tampered = _members(packed)
+    pickled = tampered["model.pkl"]
+    tampered["model.pkl"] = pickled[:-1] + bytes([pickled[-1] ^ 1])
+    missing = _members(packed)
+    del missing["model.pkl"]
+    traversal = _members(packed)
+    traversal["../model.pkl"] = traversal.pop("model.pkl")
+    cases = {
+        "tampered": (_tar(tampered), "does not match the model_sha256"),
+        "missing": (_tar(missing), "lacks model.pkl"),
+        "traversal": (_tar(traversal), "unsafe path"),
+        "empty": (b"", "not a tar"),
+        "garbage": (b"this is not a tar at all" * 40, "not a tar"),
+        "truncated": (packed.data[:600], "truncated|damaged|not a tar"),   # inside the first member
+    }
+    for label, (data, words) in cases.items():
+        path = tmp_path / f"{label}.tar"
+        path.write_bytes(data)
+        with pytest.raises(BundleError, match=words):
+            bundles.read(data)
+        with pytest.raises(BundleError, match=words):
+            bundles.read_manifest(path)
+        with open(path, "rb") as f, pytest.raises(BundleError, match=words):
+            bundles.read_manifest(f)
+    good = tmp_path / "good.tar"
+    good.write_bytes(packed.data)
+    with open(good, "rb") as f:
+        assert bundles.read_manifest(f) == bundles.read_manifest(str(good)) == packed.manifest
+    with pytest.raises(BundleError, match="is a directory"):
+        bundles.read_manifest(tmp_path)
+    with pytest.raises(BundleError, match="does not exist"):
+        bundles.read_manifest(tmp_path / "nothing.tar")
