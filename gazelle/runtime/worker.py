@@ -1,4 +1,5 @@
-"""The runtime's gunicorn worker: gthread, with kept-alive connections spread evenly over the workers.
+"""The runtime's gunicorn worker: gthread, with kept-alive connections spread evenly over the workers,
+and read on by the thread that answered them.
 
 gunicorn's workers share one listening socket, and whichever worker's event loop wakes first takes
 the connection. A keep-alive client (wrk, a pooled HTTP client, the server's nginx front) opens its
@@ -21,6 +22,8 @@ from __future__ import annotations
 import ctypes
 import multiprocessing
 import os
+import selectors
+import threading
 import time
 from typing import Any
 
@@ -28,6 +31,7 @@ from gunicorn.workers.gthread import ThreadWorker
 
 HOLD_SECONDS = 0.02
 SHED_INTERVAL_SECONDS = 0.05
+LINGER_SECONDS = 0.005
 
 
 class ConnectionTable:
@@ -83,6 +87,8 @@ class BalancedThreadWorker(ThreadWorker):
         self._seat: tuple[ConnectionTable, int] | None = None
         self._hold_until: float | None = None
         self._last_shed = 0.0
+        self._busy = 0   # request threads in handle()
+        self._busy_lock = threading.Lock()
 
     def init_process(self) -> None:
         if self.table is not None and self.slot is not None:
@@ -97,6 +103,34 @@ class BalancedThreadWorker(ThreadWorker):
             super().set_accept_enabled(False)
             return
         self._take(listener)
+
+    def handle(self, conn: Any) -> Any:
+        # Runs in a request thread. After an answer on a kept-alive connection, a client that sends its
+        # next request at once (a closed loop, a proxy's pooled connection) finds this thread still
+        # reading: the connection skips the trip back to the event loop and the thread hand-off.
+        with self._busy_lock:
+            self._busy += 1
+        try:
+            while True:
+                keep = super().handle(conn)
+                if keep is not True or not self._linger(conn):
+                    return keep
+        finally:
+            with self._busy_lock:
+                self._busy -= 1
+
+    def _linger(self, conn: Any) -> bool:
+        """Whether the next request arrived within LINGER_SECONDS (and a thread is free for others)."""
+        if LINGER_SECONDS <= 0 or not self.alive or self._busy >= self.cfg.threads - 1:
+            return False
+        if conn.parser.unreader.buf.getvalue():
+            return True
+        with selectors.DefaultSelector() as sel:
+            try:
+                sel.register(conn.sock, selectors.EVENT_READ)
+                return bool(sel.select(LINGER_SECONDS))
+            except (OSError, ValueError):
+                return False
 
     def handle_request(self, req: Any, conn: Any) -> Any:
         # Runs in a request thread. Connections pinned before a worker existed (all of them opened

@@ -107,3 +107,23 @@ def test_connections_pinned_to_one_worker_move_to_the_other(picky, tmp_path):
         finally:
             for c in conns:
                 c.close()
+
+
+def test_a_kept_alive_connection_serves_requests_sent_at_once_and_after_a_pause(picky, tmp_path):
+    """Requests right after an answer are read by the thread that answered (worker.LINGER_SECONDS);
+    after a longer pause the connection is back with the event loop. Both give every answer."""
+    with Runtime(picky, tmp_path / "runtime.log", workers=1, env={"GAZELLE_RUNTIME_THREADS": "2"}) as runtime:
+        runtime.wait_ready()
+        conn = http.client.HTTPConnection("127.0.0.1", runtime.port, timeout=30)
+        try:
+            _ask(conn, "y")
+            first = conn.sock.getsockname()
+            for n, pause in enumerate([0, 0, 0.05, 0, 0.3, 0, 0]):
+                time.sleep(pause)
+                _ask(conn, "y" * (n + 2))
+            # one connection all along: nothing closed it between requests (http.client would reconnect)
+            assert conn.sock is not None and conn.sock.getsockname() == first
+            [worker] = _workers(runtime, count=1)
+            assert _holders(runtime, [worker], [conn])[worker.pid] == 1
+        finally:
+            conn.close()
