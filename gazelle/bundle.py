@@ -247,9 +247,7 @@ def read(source: bytes | str | os.PathLike[str]) -> Bundle:
     """
     data = _source_bytes(source)
     with _open_tar(data) as tar:
-        members = _members(tar)
-        manifest = _parse_manifest(_member_bytes(tar, members[MANIFEST], limit=MAX_MANIFEST_BYTES))
-        _check_sha(hashlib.sha256(_member_bytes(tar, members[MODEL])).hexdigest(), manifest)
+        manifest = _checked_manifest(tar)
     return Bundle(manifest=manifest, data=data)
 
 
@@ -262,46 +260,44 @@ def read_manifest(source: bytes | str | os.PathLike[str] | BinaryIO) -> dict[str
     if isinstance(source, (bytes, bytearray, memoryview)):
         return read(source).manifest
     if isinstance(source, (str, os.PathLike)):
-        path = Path(source)
-        if path.is_dir():
-            raise BundleError(f"bundle {os.fspath(path)!r} is a directory, not a tar")
-        try:
-            with open(path, "rb") as f:
-                return _file_manifest(f)
-        except FileNotFoundError:
-            raise BundleError(f"bundle {os.fspath(path)!r} does not exist") from None
-    return _file_manifest(source)
+        with _open_file(source) as f:
+            return read_manifest(f)
+    with _open_tar(source) as tar:
+        return _checked_manifest(tar)
 
 
-def _file_manifest(file: BinaryIO) -> dict[str, Any]:
-    try:
-        tar = tarfile.open(fileobj=file, mode="r:")
-    except tarfile.TarError as exc:
-        raise BundleError(f"the bundle is not a tar archive ({exc})") from None
-    with tar:
-        members = _members(tar)
-        manifest = _parse_manifest(_member_bytes(tar, members[MANIFEST], limit=MAX_MANIFEST_BYTES))
-        _check_sha(_member_sha256(tar, members[MODEL]), manifest)
+def _checked_manifest(tar: tarfile.TarFile) -> dict[str, Any]:
+    """The manifest, once the members, the manifest and model.pkl's digest (read in chunks) pass."""
+    members = _members(tar)
+    manifest = _parse_manifest(_member_bytes(tar, members[MANIFEST], limit=MAX_MANIFEST_BYTES))
+    _check_sha(_member_sha256(tar, members[MODEL]), manifest)
     return manifest
 
 
-def _source_bytes(source: bytes | str | os.PathLike[str]) -> bytes:
-    if isinstance(source, (bytes, bytearray, memoryview)):
-        return bytes(source)
+def _open_file(source: str | os.PathLike[str]) -> BinaryIO:
     try:
-        return Path(source).read_bytes()
+        return open(source, "rb")
     except FileNotFoundError:
         raise BundleError(f"bundle {os.fspath(source)!r} does not exist") from None
     except IsADirectoryError:
         raise BundleError(f"bundle {os.fspath(source)!r} is a directory, not a tar") from None
 
 
-def _open_tar(data: bytes) -> tarfile.TarFile:
-    if not data:
-        raise BundleError("the bundle is empty, not a tar archive")
+def _source_bytes(source: bytes | str | os.PathLike[str]) -> bytes:
+    if isinstance(source, (bytes, bytearray, memoryview)):
+        return bytes(source)
+    with _open_file(source) as f:
+        return f.read()
+
+
+def _open_tar(source: bytes | BinaryIO) -> tarfile.TarFile:
+    if isinstance(source, bytes):
+        if not source:
+            raise BundleError("the bundle is empty, not a tar archive")
+        source = io.BytesIO(source)
     try:
         # "r:" only: a bundle is never compressed, so its digest is the digest of what is read.
-        return tarfile.open(fileobj=io.BytesIO(data), mode="r:")
+        return tarfile.open(fileobj=source, mode="r:")
     except tarfile.TarError as exc:
         raise BundleError(f"the bundle is not a tar archive ({exc})") from None
 
